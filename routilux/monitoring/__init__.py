@@ -1,0 +1,1 @@
+"""Registries of flows (and views of jobs) shared across a process."""
