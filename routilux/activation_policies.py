@@ -94,7 +94,9 @@ def _take_all(slots: Mapping[str, SlotView]) -> DataSlice:
 class ImmediatePolicy:
     """Any waiting data activates the routine with everything waiting."""
 
-    def check(self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming):  # type: ignore[no-untyped-def]
+    def check(
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+    ) -> PolicyResult:
         for view in slots.values():
             if view:
                 return True, _take_all(slots), None
@@ -107,7 +109,9 @@ class ImmediatePolicy:
 class AllSlotsReadyPolicy:
     """Activates once every slot holds data, taking one data point from each."""
 
-    def check(self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming):  # type: ignore[no-untyped-def]
+    def check(
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+    ) -> PolicyResult:
         if slots and all(slots.values()):
             return True, {name: view.take(1) for name, view in slots.items()}, None
         return False, {}, None
@@ -128,10 +132,16 @@ class BatchSizePolicy:
             raise ValueError("batch_size must be >= 1")
         self.batch_size = batch_size
 
-    def check(self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming):  # type: ignore[no-untyped-def]
+    def check(
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+    ) -> PolicyResult:
         size = self.batch_size
         if slots and all(len(view) >= size for view in slots.values()):
-            return True, {name: view.take(size) for name, view in slots.items()}, {"batch_size": size}
+            return (
+                True,
+                {name: view.take(size) for name, view in slots.items()},
+                {"batch_size": size},
+            )
         return False, {}, None
 
     def describe(self) -> dict[str, Any]:
@@ -150,7 +160,9 @@ class TimeIntervalPolicy:
             raise ValueError("min_interval must be >= 0")
         self.min_interval = min_interval
 
-    def check(self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming):  # type: ignore[no-untyped-def]
+    def check(
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+    ) -> PolicyResult:
         if not any(slots.values()):
             return False, {}, None
         last = timing.state.get("last_fire")
@@ -174,7 +186,9 @@ class CustomPolicy:
     def __init__(self, check: Callable[[Mapping[str, SlotView], JobState], bool]) -> None:
         self.check_function = check
 
-    def check(self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming):  # type: ignore[no-untyped-def]
+    def check(
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+    ) -> PolicyResult:
         if any(slots.values()) and self.check_function(slots, job_state):
             return True, _take_all(slots), None
         return False, {}, None
@@ -184,12 +198,14 @@ class CustomPolicy:
 
 
 class FunctionPolicy:
-    """Adapts a bare ``fn(slots, job_state) -> (bool, data_slice, message)`` (routilux 1.x style)."""
+    """Adapts a bare 1.x-style ``fn(slots, job_state) -> (bool, data_slice, message)``."""
 
     def __init__(self, function: Callable[[Mapping[str, SlotView], JobState], PolicyResult]):
         self.function = function
 
-    def check(self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming):  # type: ignore[no-untyped-def]
+    def check(
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+    ) -> PolicyResult:
         return self.function(slots, job_state)
 
     def describe(self) -> dict[str, Any]:

@@ -101,7 +101,9 @@ class Flow:
         target.get_slot(slot)
         connection = Connection(source_id, event, target_id, slot)
         if connection in self._connections:
-            raise InvalidFlowError(f"{source_id}.{event} -> {target_id}.{slot} is connected already")
+            raise InvalidFlowError(
+                f"{source_id}.{event} -> {target_id}.{slot} is connected already"
+            )
         self._connections.append(connection)
         self._version += 1
         return connection

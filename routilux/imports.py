@@ -18,7 +18,9 @@ def import_path(path: str) -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise SerializationError(f"cannot import module {module_name!r} for {path!r}: {exc}") from exc
+        raise SerializationError(
+            f"cannot import module {module_name!r} for {path!r}: {exc}"
+        ) from exc
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)

@@ -284,7 +284,8 @@ class JobState:
     @property
     def pending_work(self) -> dict[str, Any]:
         """The ``pending`` section of ``to_dict()``: unconsumed data, in-flight work, timers."""
-        return self.to_dict()["pending"]
+        pending: dict[str, Any] = self.to_dict()["pending"]
+        return pending
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ``to_dict()`` as JSON atomically (temp file in the same folder + rename)."""
@@ -292,7 +293,9 @@ class JobState:
         try:
             text = json.dumps(self.to_dict())
         except (TypeError, ValueError) as exc:
-            raise SerializationError(f"job {self.job_id} holds data that is not JSON: {exc}") from exc
+            raise SerializationError(
+                f"job {self.job_id} holds data that is not JSON: {exc}"
+            ) from exc
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

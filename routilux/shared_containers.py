@@ -53,7 +53,7 @@ class SharedData(dict[str, Any]):
         for key in keys:
             self._on_write(key)
 
-    def __ior__(self, other: Any) -> SharedData:  # type: ignore[override]
+    def __ior__(self, other: Any) -> SharedData:  # type: ignore[override,misc]
         self.update(other)
         return self
 
@@ -77,7 +77,7 @@ class SharedLog(list[Any]):
         super().extend(items)
         self._on_append(items)
 
-    def __iadd__(self, items: Iterable[Any]) -> SharedLog:  # type: ignore[override]
+    def __iadd__(self, items: Iterable[Any]) -> SharedLog:  # type: ignore[misc]
         self.extend(items)
         return self
 

@@ -133,8 +133,13 @@ class JobRun:
             if self._finished:
                 return
             now = time.time()
-            record = {"routine_id": act.routine_id, "outcome": "discarded",
-                      "attempt": act.attempt, "started_at": now, "finished_at": now}
+            record = {
+                "routine_id": act.routine_id,
+                "outcome": "discarded",
+                "attempt": act.attempt,
+                "started_at": now,
+                "finished_at": now,
+            }
             self.job_state._commit(None, record)
             self._after_change()
 
@@ -192,10 +197,15 @@ class JobRun:
         touched: set[str] = set()
         routes = self.plan.routes
         for event, params in ctx.emits:
-            for index, (target, slot_name, slot) in enumerate(routes.get((ctx.routine_id, event), ())):
+            for index, (target, slot_name, slot) in enumerate(
+                routes.get((ctx.routine_id, event), ())
+            ):
                 if target in self._skipped:
-                    logger.info("job %s: data for skipped routine %s discarded",
-                                self.job_state.job_id, target)
+                    logger.info(
+                        "job %s: data for skipped routine %s discarded",
+                        self.job_state.job_id,
+                        target,
+                    )
                     continue
                 queue = self._queues[(target, slot_name)]
                 queue.append(params if index == 0 else dict(params))
@@ -207,8 +217,13 @@ class JobRun:
     def _warn_watermark(self, target: str, slot_name: str, length: int) -> None:
         if (target, slot_name) not in self._warned:
             self._warned.add((target, slot_name))
-            logger.warning("job %s: slot %s.%s holds %d items, above its watermark",
-                           self.job_state.job_id, target, slot_name, length)
+            logger.warning(
+                "job %s: slot %s.%s holds %d items, above its watermark",
+                self.job_state.job_id,
+                target,
+                slot_name,
+                length,
+            )
 
     # -- errors ------------------------------------------------------------------------
     def _on_error(self, act: Activation, exc: BaseException) -> tuple[str, bool]:
@@ -218,14 +233,24 @@ class JobRun:
         info = ErrorInfo.from_exception(exc, act.routine_id, act.attempt)
         fatal = decision.action is Action.FAIL
         self.job_state._record_error(info, fatal=fatal)
-        logger.warning("job %s: routine %s failed (attempt %d, %s): %s: %s",
-                       self.job_state.job_id, act.routine_id, act.attempt,
-                       decision.action.value, type(exc).__name__, exc)
+        logger.warning(
+            "job %s: routine %s failed (attempt %d, %s): %s: %s",
+            self.job_state.job_id,
+            act.routine_id,
+            act.attempt,
+            decision.action.value,
+            type(exc).__name__,
+            exc,
+        )
         if decision.action is Action.RETRY:
-            retry = Activation(next(self._ids), act.routine_id, act.data,
-                               act.policy_message, act.attempt + 1)
-            self._arm(TimerEntry(next(self._ids), "retry", time.time() + decision.delay,
-                                 act.routine_id, retry))
+            retry = Activation(
+                next(self._ids), act.routine_id, act.data, act.policy_message, act.attempt + 1
+            )
+            self._arm(
+                TimerEntry(
+                    next(self._ids), "retry", time.time() + decision.delay, act.routine_id, retry
+                )
+            )
             return "retry", False
         if fatal:
             self._terminate(ExecutionStatus.FAILED)
@@ -242,8 +267,13 @@ class JobRun:
         for name in self.plan.routines[routine_id].slot_names:
             dropped = len(self._queues[(routine_id, name)])
             if dropped:
-                logger.info("job %s: %d items for skipped routine %s.%s discarded",
-                            self.job_state.job_id, dropped, routine_id, name)
+                logger.info(
+                    "job %s: %d items for skipped routine %s.%s discarded",
+                    self.job_state.job_id,
+                    dropped,
+                    routine_id,
+                    name,
+                )
             self._queues[(routine_id, name)].clear()
 
     # -- activation --------------------------------------------------------------------
@@ -276,7 +306,9 @@ class JobRun:
         return timing
 
     def _policy_failed(self, routine_id: str, exc: Exception) -> None:
-        error = ActivationPolicyError(f"activation policy of routine {routine_id!r} failed: {exc!r}")
+        error = ActivationPolicyError(
+            f"activation policy of routine {routine_id!r} failed: {exc!r}"
+        )
         error.__cause__ = exc
         self.job_state._record_error(ErrorInfo.from_exception(error, routine_id), fatal=True)
         self._terminate(ExecutionStatus.FAILED)
@@ -349,8 +381,13 @@ class JobRun:
     def _log_leftovers(self) -> None:
         for (rid, slot), queue in self._queues.items():
             if queue:
-                logger.info("job %s ended with %d item(s) left in slot %s.%s (kept in its state)",
-                            self.job_state.job_id, len(queue), rid, slot)
+                logger.info(
+                    "job %s ended with %d item(s) left in slot %s.%s (kept in its state)",
+                    self.job_state.job_id,
+                    len(queue),
+                    rid,
+                    slot,
+                )
 
     # -- snapshots ---------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

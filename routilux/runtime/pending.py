@@ -47,8 +47,13 @@ class Activation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Activation:
-        return cls(0, data["routine_id"], dict(data.get("data", {})),
-                   data.get("policy_message"), int(data.get("attempt", 0)))
+        return cls(
+            0,
+            data["routine_id"],
+            dict(data.get("data", {})),
+            data.get("policy_message"),
+            int(data.get("attempt", 0)),
+        )
 
 
 class TimerEntry:
@@ -136,8 +141,7 @@ def _check_slot(plan: FlowPlan, flow_id: str, routine_id: str, slot: str) -> Non
     _check_routine(plan, flow_id, routine_id)
     if slot not in plan.routines[routine_id].slots:
         raise ResumeError(
-            f"saved job has data for slot {routine_id}.{slot}, which flow {flow_id!r} "
-            "no longer has"
+            f"saved job has data for slot {routine_id}.{slot}, which flow {flow_id!r} no longer has"
         )
 
 

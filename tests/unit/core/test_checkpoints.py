@@ -22,8 +22,14 @@ def test_snapshot_at_start_after_each_activation_and_at_the_end(
     assert [s["checkpoint_seq"] for s in snaps] == [1, 2, 3, 4]
     assert [s["status"] for s in snaps] == ["running", "running", "running", "completed"]
     first = snaps[0]["pending"]["activations"]
-    assert first == [{"routine_id": "source", "data": {"trigger": [{"n": 3}]},
-                      "policy_message": None, "attempt": 0}]
+    assert first == [
+        {
+            "routine_id": "source",
+            "data": {"trigger": [{"n": 3}]},
+            "policy_message": None,
+            "attempt": 0,
+        }
+    ]
     assert snaps[1]["pending"]["activations"][0]["routine_id"] == "double"
     assert snaps[-1]["shared_data"] == {"collected": [6]}
     assert snaps[-1]["pending"]["activations"] == []
@@ -46,7 +52,9 @@ def test_snapshots_hold_only_committed_writes_of_finished_activations(
         assert rt.wait_until_all_jobs_finished(5)
     for snap in checkpointer.for_job(job.job_id):
         done = [n for batch in snap["shared_data"].get("batches", []) for n in batch]
-        running = [i["n"] for a in snap["pending"]["activations"] for i in a["data"].get("input", [])]
+        running = [
+            i["n"] for a in snap["pending"]["activations"] for i in a["data"].get("input", [])
+        ]
         queued = [i["n"] for i in snap["pending"]["slots"].get("sink", {}).get("input", [])]
         if snap["execution_history"] and snap["checkpoint_seq"] > 1:
             # every item is in exactly one place: done, running, or waiting

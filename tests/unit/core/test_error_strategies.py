@@ -86,9 +86,10 @@ def test_skip_skips_the_routine_for_the_rest_of_the_job(registry: FlowRegistry) 
                 self.emit("out", n=n)
 
     flow = _flaky_flow(registry, ErrorHandler(ErrorStrategy.SKIP), fail_times=1)
-    flow.get_routine("flaky").set_activation_policy(lambda slots, js: (
-        bool(slots["input"]), {"input": slots["input"].take(1)}, None))
-    flow._routines["source"] = Many()  # noqa: SLF001 - test-only graph tweak
+    flow.get_routine("flaky").set_activation_policy(
+        lambda slots, js: (bool(slots["input"]), {"input": slots["input"].take(1)}, None)
+    )
+    flow._routines["source"] = Many()
     with Runtime(thread_pool_size=1, registry=registry) as rt:
         job = rt.exec("flaky", {"n": 0})
         assert job.wait_for_completion(5)
@@ -113,14 +114,18 @@ def test_retry_reruns_same_data_with_backoff_on_a_timer(registry: FlowRegistry) 
     t = job.shared_data["attempts"]
     assert t[1] - t[0] >= 0.09 and t[2] - t[1] >= 0.19
     assert [r["outcome"] for r in job.execution_history if r["routine_id"] == "flaky"] == [
-        "retry", "retry", "ok"]
+        "retry",
+        "retry",
+        "ok",
+    ]
 
 
 def test_retry_fails_the_job_once_retries_are_exhausted(
     registry: FlowRegistry, runtime: Runtime
 ) -> None:
-    _flaky_flow(registry, ErrorHandler(ErrorStrategy.RETRY, max_retries=1, retry_delay=0.01),
-                fail_times=5)
+    _flaky_flow(
+        registry, ErrorHandler(ErrorStrategy.RETRY, max_retries=1, retry_delay=0.01), fail_times=5
+    )
     job = runtime.exec("flaky", {"n": 1})
     assert job.wait_for_completion(5)
     assert job.status == "failed"
@@ -128,8 +133,12 @@ def test_retry_fails_the_job_once_retries_are_exhausted(
     assert job.error is not None and job.error.attempt == 1
 
 
-def test_retry_does_not_retry_other_exception_types(registry: FlowRegistry, runtime: Runtime) -> None:
-    handler = ErrorHandler(ErrorStrategy.RETRY, retry_delay=0.01, retryable_exceptions=[TimeoutError])
+def test_retry_does_not_retry_other_exception_types(
+    registry: FlowRegistry, runtime: Runtime
+) -> None:
+    handler = ErrorHandler(
+        ErrorStrategy.RETRY, retry_delay=0.01, retryable_exceptions=[TimeoutError]
+    )
     _flaky_flow(registry, handler, fail_times=1, error="key")
     job = runtime.exec("flaky", {"n": 1})
     assert job.wait_for_completion(5)

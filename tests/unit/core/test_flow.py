@@ -97,7 +97,7 @@ def test_from_dict_with_a_constructor_parameter_names_the_class() -> None:
 def test_a_lambda_policy_cannot_be_serialized_but_a_module_function_can() -> None:
     flow = chain_flow()
     flow.get_routine("collect").set_activation_policy(custom_policy(lambda s, j: True))
-    with pytest.raises(SerializationError, match="routine 'collect'.*not importable by name"):
+    with pytest.raises(SerializationError, match=r"routine 'collect'.*not importable by name"):
         flow.to_dict()
     flow.get_routine("collect").set_activation_policy(custom_policy(always))
     assert Flow.from_dict(flow.to_dict()).to_dict() == flow.to_dict()

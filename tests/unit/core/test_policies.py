@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -114,7 +115,7 @@ def test_time_interval_rate_limits_without_dropping_data(registry: FlowRegistry)
         assert job.wait_for_completion(5)
     calls = job.shared_data["calls"]
     assert sorted(n for _, items in calls for n in items) == [0, 1, 2, 3, 4]
-    for (t1, _), (t2, _) in zip(calls, calls[1:]):
+    for (t1, _), (t2, _) in itertools.pairwise(calls):
         assert t2 - t1 >= 0.19
 
 

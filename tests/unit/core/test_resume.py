@@ -17,7 +17,9 @@ from routilux import Flow, FlowRegistry, JobState, ResumeError, Runtime
 SUPPORT = Path(__file__).resolve().parents[2] / "support"
 
 
-def test_job_state_round_trips_through_dict_and_file(tmp_path: Path, registry: FlowRegistry) -> None:
+def test_job_state_round_trips_through_dict_and_file(
+    tmp_path: Path, registry: FlowRegistry
+) -> None:
     registry.register_by_name("chain", chain_flow())
     with Runtime(thread_pool_size=2, registry=registry) as rt:
         job = rt.exec("chain", {"n": 4})
@@ -59,8 +61,14 @@ def test_save_mid_job_then_resume_in_a_new_process(tmp_path: Path, registry: Flo
         """
     )
     env = {"PYTHONPATH": str(SUPPORT), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", child],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     final = JobState.load(path)
     assert final.status == "completed"
