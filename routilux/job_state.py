@@ -23,7 +23,6 @@ import json
 import os
 import tempfile
 import threading
-import uuid
 from collections import deque
 from datetime import datetime
 from pathlib import Path
@@ -61,7 +60,7 @@ class JobState:
     """State of one job; created by ``Runtime.exec`` (or ``JobState.load`` to resume)."""
 
     def __init__(self, flow_id: str = "", job_id: str | None = None) -> None:
-        self.job_id: str = job_id or uuid.uuid4().hex
+        self.job_id: str = job_id or os.urandom(16).hex()
         self.flow_id: str = flow_id
         self.flow_fingerprint: str = ""
         self._status = ExecutionStatus.PENDING

@@ -20,10 +20,6 @@ def from_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def iso_from_epoch(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
-
-
 @dataclass(frozen=True)
 class ErrorInfo:
     """One recorded error: what was raised, where, and on which attempt."""
@@ -52,37 +48,3 @@ class ErrorInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-
-@dataclass(frozen=True)
-class ExecutionRecord:
-    """One finished activation: routine, outcome (ok, error, retry, skipped), timing."""
-
-    routine_id: str
-    outcome: str
-    attempt: int
-    started_at: float
-    finished_at: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "routine_id": self.routine_id,
-            "outcome": self.outcome,
-            "attempt": self.attempt,
-            "started_at": iso_from_epoch(self.started_at),
-            "finished_at": iso_from_epoch(self.finished_at),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExecutionRecord:
-        def epoch(text: str) -> float:
-            moment = from_iso(text)
-            return moment.timestamp() if moment else 0.0
-
-        return cls(
-            data["routine_id"],
-            data["outcome"],
-            int(data.get("attempt", 0)),
-            epoch(data["started_at"]),
-            epoch(data["finished_at"]),
-        )

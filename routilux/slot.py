@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class Slot:
     name: str
     max_queue_length: int = 1000
     watermark: float = 0.8
+    #: Queue length at which the watermark warning fires (derived).
+    watermark_length: int = field(init=False, repr=False, compare=False, default=0)
 
     def __post_init__(self) -> None:
         if self.max_queue_length < 1:
@@ -25,7 +27,7 @@ class Slot:
         if not 0.0 < self.watermark <= 1.0:
             raise ValueError(f"slot {self.name!r}: watermark must be in (0, 1]")
 
-    @property
-    def watermark_length(self) -> int:
-        """Queue length at which the watermark warning fires."""
-        return max(1, int(self.max_queue_length * self.watermark))
+        # Cached: checked on every delivery.
+        object.__setattr__(
+            self, "watermark_length", max(1, int(self.max_queue_length * self.watermark))
+        )

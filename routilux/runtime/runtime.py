@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from enum import Enum
 from typing import Any
 
@@ -74,7 +74,7 @@ class Runtime:
         self._state = RuntimeState.RUNNING
         self._jobs: OrderedDict[str, JobState] = OrderedDict()
         self._runs: dict[str, JobRun] = {}
-        self._finished_count = 0
+        self._finished_ids: deque[str] = deque()
 
     def __enter__(self) -> Runtime:
         return self
@@ -157,14 +157,17 @@ class Runtime:
             self._cond.notify_all()
 
     def _job_finished(self, run: JobRun) -> None:
+        job_id = run.job_state.job_id
         with self._cond:
-            self._runs.pop(run.job_state.job_id, None)
-            self._finished_count += 1
-            excess = len(self._jobs) - len(self._runs) - self._max_finished
-            if excess > 0:
-                for job_id in [j for j in self._jobs if j not in self._runs][:excess]:
-                    del self._jobs[job_id]
-            self._cond.notify_all()
+            self._runs.pop(job_id, None)
+            finished = self._finished_ids
+            finished.append(job_id)
+            while len(finished) > self._max_finished:
+                forgotten = finished.popleft()
+                if forgotten not in self._runs:
+                    self._jobs.pop(forgotten, None)
+            if not self._runs:
+                self._cond.notify_all()  # the only waiters wait for "no job running"
 
     def get_job(self, job_id: str) -> JobState | None:
         """The JobState of a running or recently finished job, else None."""
