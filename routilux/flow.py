@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from routilux import flow_graph
 from routilux.activation_policies import (
     ActivationPolicy,
     ImmediatePolicy,
@@ -211,6 +212,15 @@ class Flow:
             ),
         }
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()
+
+    # -- pictures ----------------------------------------------------------------------
+    def to_mermaid(self) -> str:
+        """Mermaid flowchart of the routines and connections (paste into Markdown)."""
+        return flow_graph.to_mermaid(self)
+
+    def to_dot(self) -> str:
+        """Graphviz DOT of the same picture (``dot -Tpng``)."""
+        return flow_graph.to_dot(self)
 
     # -- serialization -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

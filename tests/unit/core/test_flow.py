@@ -111,3 +111,16 @@ def test_fingerprint_changes_with_the_graph_not_with_config() -> None:
     flow.add_routine(Collect(), "extra")
     flow.connect("double", "out", "extra", "input")
     assert flow.fingerprint() != before
+
+
+def test_mermaid_and_dot_show_every_routine_edge_policy_and_the_entry() -> None:
+    flow = chain_flow("pic")
+    flow.get_routine("collect").set_activation_policy(batch_size_policy(5))
+    mermaid = flow.to_mermaid()
+    assert mermaid.splitlines()[0] == "flowchart LR"
+    assert 'r_source["source ▶ entry<br/>Source · immediate"]' in mermaid
+    assert 'r_collect["collect<br/>Collect · batch_size(5)"]' in mermaid
+    assert 'r_source -->|"out → input"| r_double' in mermaid
+    dot = flow.to_dot()
+    assert dot.startswith('digraph "pic" {') and dot.endswith("}")
+    assert 'r_double -> r_collect [label="out → input"];' in dot
