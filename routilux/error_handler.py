@@ -26,7 +26,8 @@ class ErrorStrategy(str, Enum):
     STOP = "stop"
     """The job fails; nothing new starts."""
     CONTINUE = "continue"
-    """The error is recorded; the activation's emits so far are delivered; the job goes on."""
+    """The error is recorded; the activation's emits so far are delivered (none if the error
+    was a full slot, since delivering would overflow it); the job goes on."""
     SKIP = "skip"
     """The routine is skipped for the rest of the job; data sent to it is discarded."""
     RETRY = "retry"

@@ -11,9 +11,10 @@ to resume the job later::
 
 Two views of the data exist while a job runs. What logic reads and writes
 (``routine_states``, ``shared_data``, ``shared_log``) is live. What ``to_dict()`` and
-checkpoints show is *committed*: the writes of activations that have finished. An
-activation that is retried or interrupted by a crash therefore never leaves half its
-writes in a snapshot. All methods are thread-safe.
+checkpoints show is *committed*: the writes of activations that have finished (a
+failed attempt has finished too: its writes count, its emits do not). An activation
+interrupted by a crash therefore never leaves half its writes in a snapshot, and once
+a job has ended the two views are the same. All methods are thread-safe.
 """
 
 from __future__ import annotations
@@ -217,6 +218,25 @@ class JobState:
                 self._committed_log = copy.deepcopy(list(self._shared_log))
             elif ctx.log_items:
                 self._committed_log.extend(copy.deepcopy(ctx.log_items))
+
+    def _rollback(self, ctx: Any) -> None:
+        """Undo, in the live view, the writes of an activation that will never commit."""
+        with self._lock:
+            for routine_id, _ in ctx.routine_writes:
+                committed = self._committed_states.get(routine_id)
+                if committed is None:
+                    self._routine_states.pop(routine_id, None)
+                else:
+                    self._routine_states[routine_id] = copy.deepcopy(committed)
+            for key in ctx.shared_keys:
+                if key in self._committed_shared:
+                    value = copy.deepcopy(self._committed_shared[key])
+                    dict.__setitem__(self._shared_data, key, value)
+                else:
+                    dict.pop(self._shared_data, key, None)
+            if ctx.log_items:
+                list.clear(self._shared_log)
+                list.extend(self._shared_log, copy.deepcopy(self._committed_log))
 
     # -- serialization -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -161,6 +161,8 @@ class JobRun:
         with self._lock:
             self._inflight.pop(act.id, None)
             if self._finished:
+                # The job ended while this ran: its terminal state is recorded already.
+                self.job_state._rollback(ctx)
                 return
             if error is None:
                 error = self._overflow(ctx)
@@ -175,7 +177,9 @@ class JobRun:
                 "started_at": started,
                 "finished_at": time.time(),
             }
-            self.job_state._commit(ctx if keep else None, record)
+            # State writes count even when the attempt failed (they happened, and a retry
+            # may build on them); emits of a failed attempt are withheld above.
+            self.job_state._commit(ctx, record)
             for rid in touched:
                 self._activate(rid)
             self._after_change()

@@ -61,7 +61,7 @@ def test_snapshots_hold_only_committed_writes_of_finished_activations(
             assert sorted(done + running + queued) == list(range(100)), snap["checkpoint_seq"]
 
 
-def test_a_retried_attempts_writes_never_reach_a_snapshot(
+def test_a_failed_attempts_writes_are_kept_and_its_emits_withheld(
     registry: FlowRegistry, checkpointer: MemoryCheckpointer
 ) -> None:
     from test_error_strategies import _flaky_flow
@@ -71,12 +71,13 @@ def test_a_retried_attempts_writes_never_reach_a_snapshot(
         job = rt.exec("flaky", {"n": 1})
         assert job.wait_for_completion(5)
         assert rt.wait_until_all_jobs_finished(5)
-    assert len(job.shared_data["attempts"]) == 3  # live view saw every attempt
-    final = checkpointer.for_job(job.job_id)[-1]
-    assert len(final["shared_data"]["attempts"]) == 3  # the successful one copied all of it
-    retry_snaps = [s for s in checkpointer.for_job(job.job_id) if s["pending"]["timers"]]
-    assert retry_snaps and all("attempts" not in s["shared_data"] for s in retry_snaps)
-    assert retry_snaps[0]["pending"]["timers"][0]["activation"]["attempt"] == 1
+    snaps = checkpointer.for_job(job.job_id)
+    retry_snaps = [s for s in snaps if s["pending"]["timers"]]
+    assert [len(s["shared_data"]["attempts"]) for s in retry_snaps] == [1, 2]
+    assert all("received" not in s["shared_data"] for s in retry_snaps)
+    assert [s["pending"]["timers"][0]["activation"]["attempt"] for s in retry_snaps] == [1, 2]
+    assert snaps[-1]["shared_data"]["received"] == [{"n": 1}]
+    assert job.shared_data == snaps[-1]["shared_data"]
 
 
 def test_checkpointer_failure_is_logged_and_the_job_goes_on(registry: FlowRegistry) -> None:

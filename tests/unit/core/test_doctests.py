@@ -10,9 +10,7 @@ import pytest
 
 import routilux
 
-MODULES = sorted(
-    m.name for m in pkgutil.walk_packages(routilux.__path__, prefix="routilux.")
-)
+MODULES = sorted(m.name for m in pkgutil.walk_packages(routilux.__path__, prefix="routilux."))
 
 
 @pytest.mark.parametrize("name", MODULES)
