@@ -78,10 +78,14 @@ class PolicyTiming:
 
 
 class ActivationPolicy(Protocol):
-    """What the runtime needs of a policy object."""
+    """What the runtime needs of a policy object.
+
+    A policy whose ``uses_clock`` is False (the built-ins other than time_interval) is
+    passed ``timing=None``; policies without the attribute always get a PolicyTiming.
+    """
 
     def check(
-        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming | None
     ) -> PolicyResult: ...
 
     def describe(self) -> dict[str, Any]: ...
@@ -94,8 +98,10 @@ def _take_all(slots: Mapping[str, SlotView]) -> DataSlice:
 class ImmediatePolicy:
     """Any waiting data activates the routine with everything waiting."""
 
+    uses_clock = False
+
     def check(
-        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming | None
     ) -> PolicyResult:
         for view in slots.values():
             if view:
@@ -109,8 +115,10 @@ class ImmediatePolicy:
 class AllSlotsReadyPolicy:
     """Activates once every slot holds data, taking one data point from each."""
 
+    uses_clock = False
+
     def check(
-        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming | None
     ) -> PolicyResult:
         if slots and all(slots.values()):
             return True, {name: view.take(1) for name, view in slots.items()}, None
@@ -127,13 +135,15 @@ class BatchSizePolicy:
     kept in the job state (logged at completion), never dropped.
     """
 
+    uses_clock = False
+
     def __init__(self, batch_size: int) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.batch_size = batch_size
 
     def check(
-        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming | None
     ) -> PolicyResult:
         size = self.batch_size
         if slots and all(len(view) >= size for view in slots.values()):
@@ -155,14 +165,18 @@ class TimeIntervalPolicy:
     routine with everything waiting when the interval ends, so nothing is dropped.
     """
 
+    uses_clock = True  #: needs ``timing``; others get None
+
     def __init__(self, min_interval: float) -> None:
         if min_interval < 0:
             raise ValueError("min_interval must be >= 0")
         self.min_interval = min_interval
 
     def check(
-        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming | None
     ) -> PolicyResult:
+        if timing is None:
+            raise TypeError("time_interval_policy needs the runtime's PolicyTiming")
         if not any(slots.values()):
             return False, {}, None
         last = timing.state.get("last_fire")
@@ -183,11 +197,13 @@ class CustomPolicy:
     routed. To serialize the flow, define ``check`` at module level.
     """
 
+    uses_clock = False
+
     def __init__(self, check: Callable[[Mapping[str, SlotView], JobState], bool]) -> None:
         self.check_function = check
 
     def check(
-        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming | None
     ) -> PolicyResult:
         if any(slots.values()) and self.check_function(slots, job_state):
             return True, _take_all(slots), None
@@ -200,11 +216,13 @@ class CustomPolicy:
 class FunctionPolicy:
     """Adapts a bare 1.x-style ``fn(slots, job_state) -> (bool, data_slice, message)``."""
 
+    uses_clock = False
+
     def __init__(self, function: Callable[[Mapping[str, SlotView], JobState], PolicyResult]):
         self.function = function
 
     def check(
-        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming
+        self, slots: Mapping[str, SlotView], job_state: JobState, timing: PolicyTiming | None
     ) -> PolicyResult:
         return self.function(slots, job_state)
 

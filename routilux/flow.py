@@ -49,6 +49,7 @@ class RoutinePlan:
     slots: Mapping[str, Slot]
     logic: Logic | None
     policy: ActivationPolicy
+    uses_clock: bool
     error_handler: ErrorHandler
 
 
@@ -60,6 +61,8 @@ class FlowPlan:
     routines: Mapping[str, RoutinePlan]
     routes: Mapping[tuple[str, str], tuple[tuple[str, str, Slot], ...]]
     fingerprint: str
+    #: ``resolve_entry()`` worked out once; None if the flow has no clear entry
+    default_entry: tuple[str, str] | None
 
 
 class Flow:
@@ -178,24 +181,29 @@ class Flow:
 
     def _compile(self) -> FlowPlan:
         default_handler = self._error_handler or ErrorHandler()
-        routines = {
-            rid: RoutinePlan(
+        routines = {}
+        for rid, r in self._routines.items():
+            policy = r.activation_policy or ImmediatePolicy()
+            routines[rid] = RoutinePlan(
                 routine_id=rid,
                 routine=r,
                 slot_names=tuple(r.slots),
                 slots=dict(r.slots),
                 logic=r.logic,
-                policy=r.activation_policy or ImmediatePolicy(),
+                policy=policy,
+                uses_clock=getattr(policy, "uses_clock", True),
                 error_handler=r.get_error_handler() or default_handler,
             )
-            for rid, r in self._routines.items()
-        }
         routes: dict[tuple[str, str], list[tuple[str, str, Slot]]] = {}
         for c in self._connections:
             slot = self._routines[c.target_id].get_slot(c.slot)
             routes.setdefault((c.source_id, c.event), []).append((c.target_id, c.slot, slot))
         frozen = {key: tuple(targets) for key, targets in routes.items()}
-        return FlowPlan(self, routines, frozen, self.fingerprint())
+        try:
+            entry: tuple[str, str] | None = self.resolve_entry()
+        except InvalidFlowError:
+            entry = None
+        return FlowPlan(self, routines, frozen, self.fingerprint(), entry)
 
     def fingerprint(self) -> str:
         """sha256 over routine ids, classes, slots, events and connections.

@@ -70,12 +70,13 @@ class JobState:
         self.completed_at: datetime | None = None
         self.error: ErrorInfo | None = None
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._finished = False
+        self._done: threading.Event | None = None  # made on first wait: most jobs never wait
         self._errors: deque[ErrorInfo] = deque(maxlen=ERROR_LIMIT)
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LIMIT)
         self._routine_states: dict[str, dict[str, Any]] = {}
-        self._shared_data = SharedData(self._shared_written)
-        self._shared_log = SharedLog(self._log_appended, self._log_rewritten)
+        self._shared_data = SharedData(self)
+        self._shared_log = SharedLog(self)
         self._committed_states: dict[str, dict[str, Any]] = {}
         self._committed_shared: dict[str, Any] = {}
         self._committed_log: list[Any] = []
@@ -100,18 +101,28 @@ class JobState:
                 self.started_at = utc_now()
             if new.is_terminal:
                 self.completed_at = utc_now()
-        if new.is_terminal:
+                self._mark_finished()
+
+    def _mark_finished(self) -> None:
+        self._finished = True
+        if self._done is not None:
             self._done.set()
 
     def wait_for_completion(self, timeout: float | None = None) -> bool:
         """Block until the job is completed, failed or cancelled; False on timeout."""
-        return self._done.wait(timeout)
+        with self._lock:
+            if self._finished:
+                return True
+            if self._done is None:
+                self._done = threading.Event()
+            done = self._done
+        return done.wait(timeout)
 
     wait = wait_for_completion
 
     @property
     def is_finished(self) -> bool:
-        return self._done.is_set()
+        return self._finished
 
     # -- routine state -----------------------------------------------------------------
     @property
@@ -297,7 +308,7 @@ class JobState:
         state.checkpoint_seq = int(data.get("checkpoint_seq", 0))
         state._pending = {**empty_pending(), **data.get("pending", {})}
         if state._status.is_terminal:
-            state._done.set()
+            state._mark_finished()
         return state
 
     @property

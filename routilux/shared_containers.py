@@ -3,20 +3,31 @@
 Logic writes them directly (``job_state.shared_data["k"] = v``). The JobState needs to
 know which keys an activation touched so that only committed activations reach a
 checkpoint; these thin subclasses report every write and otherwise behave as dict/list.
+They hold their JobState weakly: a strong reference would make every JobState a
+reference cycle that only the garbage collector can free.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, SupportsIndex
+import weakref
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, SupportsIndex
+
+if TYPE_CHECKING:
+    from routilux.job_state import JobState
 
 
 class SharedData(dict[str, Any]):
-    """A dict that reports each key it writes or deletes to ``on_write(key)``."""
+    """A dict that reports each key it writes or deletes to its JobState."""
 
-    def __init__(self, on_write: Callable[[Any], None], *args: Any) -> None:
+    def __init__(self, owner: JobState, *args: Any) -> None:
         super().__init__(*args)
-        self._on_write = on_write
+        self._owner = weakref.ref(owner)
+
+    def _on_write(self, key: Any) -> None:
+        owner = self._owner()
+        if owner is not None:
+            owner._shared_written(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
@@ -59,14 +70,21 @@ class SharedData(dict[str, Any]):
 
 
 class SharedLog(list[Any]):
-    """A list that reports appended items to ``on_append`` and other changes to ``on_rewrite``."""
+    """A list that reports appended items, and any other change, to its JobState."""
 
-    def __init__(
-        self, on_append: Callable[[list[Any]], None], on_rewrite: Callable[[], None], *args: Any
-    ) -> None:
+    def __init__(self, owner: JobState, *args: Any) -> None:
         super().__init__(*args)
-        self._on_append = on_append
-        self._on_rewrite = on_rewrite
+        self._owner = weakref.ref(owner)
+
+    def _on_append(self, items: list[Any]) -> None:
+        owner = self._owner()
+        if owner is not None:
+            owner._log_appended(items)
+
+    def _on_rewrite(self) -> None:
+        owner = self._owner()
+        if owner is not None:
+            owner._log_rewritten()
 
     def append(self, item: Any) -> None:
         super().append(item)

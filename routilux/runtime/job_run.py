@@ -285,11 +285,13 @@ class JobRun:
         """Ask ``routine_id``'s policy, scheduling an activation each time it says yes."""
         if self._finished or routine_id in self._skipped:
             return
-        policy = self.plan.routines[routine_id].policy
+        routine_plan = self.plan.routines[routine_id]
+        policy = routine_plan.policy
         views = self._views[routine_id]
-        timing = self._timing(routine_id)
+        timing = self._timing(routine_id) if routine_plan.uses_clock else None
         while True:
-            timing.now = time.time()
+            if timing is not None:
+                timing.now = time.time()
             try:
                 should, data, message = policy.check(views, self.job_state, timing)
             except Exception as exc:
@@ -298,7 +300,9 @@ class JobRun:
             if not should:
                 return
             self._schedule(Activation(next(self._ids), routine_id, data, message, 0))
-            if not any(data.values()):
+            # Ask again only while data waits (batch policies may fire repeatedly), and
+            # never loop on a policy that fires with nothing.
+            if not any(data.values()) or not any(views.values()):
                 return
 
     def _timing(self, routine_id: str) -> PolicyTiming:
@@ -376,6 +380,7 @@ class JobRun:
 
     def _terminate(self, status: ExecutionStatus) -> None:
         self._finished = True
+        self._timings.clear()  # their recheck callbacks point back at this run
         for entry in self._timers.values():
             entry.cancel()
         self._log_leftovers()

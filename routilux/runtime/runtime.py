@@ -121,7 +121,8 @@ class Runtime:
                 self._unregister(run)
                 raise
             return job_state
-        routine_id, slot = flow.resolve_entry(entry)
+        resolved = plan.default_entry if entry is None else None
+        routine_id, slot = resolved or flow.resolve_entry(entry)
         state = job_state or JobState(flow_id=flow_name, job_id=job_id)
         state.flow_id = flow_name
         state.flow_fingerprint = plan.fingerprint
