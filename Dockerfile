@@ -17,6 +17,7 @@ ENV PATH=/opt/routilux/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONPATH=/opt/routilux-app \
     ROUTILUX_STORE__PATH=/var/lib/routilux/routilux.db \
+    ROUTILUX_FLOWS__PATHS='["/etc/routilux/flows"]' \
     ROUTILUX_METRICS__HOST=0.0.0.0
 USER routilux
 WORKDIR /var/lib/routilux

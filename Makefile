@@ -35,7 +35,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 docs: $(STAMP)
-	$(BIN)/python -m daemon.docgen docs/
+	$(BIN)/python docs/gen_reference.py
+
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m soak tests/fault
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

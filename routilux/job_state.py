@@ -65,6 +65,7 @@ class JobState:
         self.flow_id: str = flow_id
         self.flow_fingerprint: str = ""
         self._status = ExecutionStatus.PENDING
+        self._times: dict[str, tuple[datetime | None, str | None]] = {}
         self.created_at: datetime = utc_now()
         self.started_at: datetime | None = None
         self.completed_at: datetime | None = None
@@ -81,11 +82,41 @@ class JobState:
         self._committed_shared: dict[str, Any] = {}
         self._committed_log: list[Any] = []
         self.checkpoint_seq = 0
-        self._pending: dict[str, Any] = empty_pending()
+        self._pending: dict[str, Any] | None = None  # set by from_dict / at the job's end
         self._run: JobRun | None = None
 
     def __repr__(self) -> str:
         return f"JobState(job_id={self.job_id!r}, flow_id={self.flow_id!r}, status={self.status})"
+
+    # -- timestamps: ISO text cached, as every checkpoint carries it ---------------------
+    def _set_time(self, name: str, moment: datetime | None) -> None:
+        self._times[name] = (moment, iso(moment))
+
+    @property
+    def created_at(self) -> datetime:
+        moment = self._times["created_at"][0]
+        assert moment is not None
+        return moment
+
+    @created_at.setter
+    def created_at(self, moment: datetime) -> None:
+        self._set_time("created_at", moment)
+
+    @property
+    def started_at(self) -> datetime | None:
+        return self._times["started_at"][0]
+
+    @started_at.setter
+    def started_at(self, moment: datetime | None) -> None:
+        self._set_time("started_at", moment)
+
+    @property
+    def completed_at(self) -> datetime | None:
+        return self._times["completed_at"][0]
+
+    @completed_at.setter
+    def completed_at(self, moment: datetime | None) -> None:
+        self._set_time("completed_at", moment)
 
     # -- status ------------------------------------------------------------------------
     @property
@@ -255,7 +286,7 @@ class JobState:
         run = self._run
         if run is not None:
             return run.snapshot()
-        return self._snapshot(self._pending)
+        return self._snapshot(self._pending or empty_pending())
 
     def _snapshot(self, pending: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -265,9 +296,9 @@ class JobState:
                 "flow_id": self.flow_id,
                 "flow_fingerprint": self.flow_fingerprint,
                 "status": self._status.value,
-                "created_at": iso(self.created_at),
-                "started_at": iso(self.started_at),
-                "completed_at": iso(self.completed_at),
+                "created_at": self._times["created_at"][1],
+                "started_at": self._times["started_at"][1],
+                "completed_at": self._times["completed_at"][1],
                 "error": self.error.to_dict() if self.error else None,
                 "errors": [e.to_dict() for e in self._errors],
                 "routine_states": {k: dict(v) for k, v in self._committed_states.items()},

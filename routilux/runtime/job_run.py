@@ -89,7 +89,7 @@ class JobRun:
 
     def resume(self) -> None:
         """Continue from the pending work stored in the JobState (see docs/architecture.md)."""
-        pending = restore_pending(self.plan, self.job_state._pending)
+        pending = restore_pending(self.plan, self.job_state._pending or {})
         with self._lock:
             if self.job_state.status is ExecutionStatus.PENDING:
                 self.job_state._transition(ExecutionStatus.RUNNING)

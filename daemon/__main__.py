@@ -1,0 +1,8 @@
+"""``python -m daemon``: the same command line as ``routilux-daemon``."""
+
+import sys
+
+from daemon.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

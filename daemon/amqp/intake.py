@@ -1,0 +1,271 @@
+"""What happens to one AMQP delivery (DESIGN.md §4 "Messages").
+
+1. Not accepting any more (draining)? -> nack with requeue.
+2. Body not a JSON object? -> copy to ``<queue>.dlq`` with ``x-routilux-error``
+   (confirmed), then ack; outcome ``rejected``.
+3. Wait for a free capacity slot (bounded by Runtime threads), so unacked
+   deliveries — and with them the broker's prefetch window — apply back-pressure.
+4. Claim the job by ``message_id`` and start it; a known key is a ``duplicate``
+   (acked, nothing started), else ``accepted``.
+5. Ack when the first checkpoint is durable (``on_checkpoint``) or when the
+   terminal snapshot is durable (``on_complete``).
+6. With ``reply_to``, the result goes out through the outbox when the job ends.
+
+A delivery whose channel died meanwhile is never acked on the new channel: the
+broker redelivers it and the claim turns it into a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Literal, Protocol
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from daemon.amqp.consumer import QueueBinding
+from daemon.amqp.publisher import Publisher, ReplyOutbox, ReplyTarget
+from daemon.bridge import Bridge
+from daemon.launcher import Launched, Launcher
+
+logger = logging.getLogger(__name__)
+
+AckMode = Literal["on_checkpoint", "on_complete"]
+
+
+class IntakeMetrics(Protocol):
+    def message(self, queue: str, outcome: str) -> None: ...
+
+    def dead_lettered(self, queue: str) -> None: ...
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The entry params of a message; raises ``ValueError`` with the reason otherwise."""
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+class Intake:
+    """Turns deliveries into jobs. Runs on the loop; owns one task per delivery."""
+
+    def __init__(
+        self,
+        *,
+        bindings: list[QueueBinding],
+        launcher: Launcher,
+        publisher: Publisher,
+        outbox: ReplyOutbox,
+        metrics: IntakeMetrics,
+        bridge: Bridge,
+        ack_mode: AckMode,
+        capacity: int,
+    ) -> None:
+        self._bindings = {b.queue: b for b in bindings}
+        self._launcher = launcher
+        self._publisher = publisher
+        self._outbox = outbox
+        self._metrics = metrics
+        self._bridge = bridge
+        self._ack_mode = ack_mode
+        self._capacity = asyncio.Semaphore(capacity)
+        self._accepting = True
+        self._tasks: dict[asyncio.Task[None], AbstractIncomingMessage] = {}
+        self._reply_tasks: set[asyncio.Task[None]] = set()
+        self._outbox_lock = asyncio.Lock()
+        self._live_replies: set[str] = set()
+        self._flush_waiting = False
+
+    def on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+        """Consumer callback: spawn the delivery's task and return at once."""
+        task = asyncio.get_running_loop().create_task(self._handle(queue, message))
+        self._tasks[task] = message
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("delivery handling failed", exc_info=task.exception())
+
+    def stop(self) -> None:
+        """Accept nothing more; deliveries not yet started will be requeued."""
+        self._accepting = False
+
+    async def settle(self, timeout: float) -> None:
+        """Let delivery tasks finish their acks for up to ``timeout``, then nack the rest.
+
+        Jobs whose deliveries are nacked here are checkpointed in the store and
+        resume on the next start; their redelivery is then a duplicate.
+        """
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        for task, message in list(self._tasks.items()):
+            task.cancel()
+            await _settle(message, requeue=True)
+        if self._reply_tasks:
+            await asyncio.wait(list(self._reply_tasks), timeout=timeout)
+
+    async def _handle(self, queue: str, message: AbstractIncomingMessage) -> None:
+        if not self._accepting:
+            await _settle(message, requeue=True)
+            return
+        try:
+            params = parse_body(message.body)
+        except ValueError as exc:
+            await self._reject(queue, message, str(exc))
+            return
+        async with _Slot(self._capacity) as slot:
+            if not self._accepting:
+                await _settle(message, requeue=True)
+                return
+            try:
+                launched = await self._launch(queue, params, message)
+            except Exception as exc:  # e.g. store unhealthy: the broker keeps the message
+                logger.error(
+                    "message %s from %s not started (%s); requeued", message.message_id, queue, exc
+                )
+                await _settle(message, requeue=True)
+                return
+            self._metrics.message(queue, "accepted" if launched.created else "duplicate")
+            if launched.ended is not None:
+                slot.hold_until(launched.ended)
+                self._after_end(launched, message)
+            await self._ack_when_due(launched, message)
+
+    async def _launch(
+        self, queue: str, params: dict[str, Any], message: AbstractIncomingMessage
+    ) -> Launched:
+        binding = self._bindings[queue]
+        return await self._launcher.launch(
+            binding.flow,
+            params,
+            binding.trigger,
+            message.message_id,
+            before_start=self._reply_recorder(message),
+            entry=binding.entry,
+            wait_durable=self._ack_mode == "on_checkpoint",
+        )
+
+    async def _ack_when_due(self, launched: Launched, message: AbstractIncomingMessage) -> None:
+        durable = True
+        if launched.ended is not None:
+            if self._ack_mode == "on_complete":
+                await launched.ended
+                durable = await self._launcher.durable(launched.job_id)
+            elif not launched.durable:
+                durable = await self._launcher.durable(launched.job_id)
+        if durable:
+            await _ack(message)
+        else:  # never ack what the store did not commit; the claim dedupes the redelivery
+            await _settle(message, requeue=True)
+
+    async def _reject(self, queue: str, message: AbstractIncomingMessage, reason: str) -> None:
+        logger.warning("dead-lettering message %s from %s: %s", message.message_id, queue, reason)
+        try:
+            await self._publisher.dead_letter(queue, message, reason)
+        except Exception as exc:  # not confirmed: leave it unacked, it comes back
+            logger.warning("dead-letter publish failed (%s); message will be redelivered", exc)
+            await _settle(message, requeue=True)
+            return
+        self._metrics.message(queue, "rejected")
+        self._metrics.dead_lettered(queue)
+        await _ack(message)
+
+    def _reply_recorder(self, message: AbstractIncomingMessage) -> Callable[[str], None] | None:
+        """Records the reply target in the outbox (blocking) before the job can end."""
+        reply_to, correlation_id = message.reply_to, message.correlation_id
+        if not reply_to:
+            return None
+        outbox = self._outbox
+        return lambda job_id: outbox.add_reply(job_id, reply_to, correlation_id)
+
+    def _after_end(self, launched: Launched, message: AbstractIncomingMessage) -> None:
+        if not message.reply_to or launched.ended is None:
+            return
+        target = ReplyTarget(launched.job_id, message.reply_to, message.correlation_id)
+        task = asyncio.get_running_loop().create_task(self._reply(target, launched.ended))
+        self._reply_tasks.add(task)
+        task.add_done_callback(self._reply_tasks.discard)
+
+    async def _reply(self, target: ReplyTarget, ended: asyncio.Future[dict[str, Any]]) -> None:
+        self._live_replies.add(target.job_id)
+        try:
+            snapshot = await ended
+            if not await self._launcher.durable(target.job_id):
+                return  # the outbox keeps it; the job finishes again after a restart
+            async with self._outbox_lock:
+                await self._publish_reply(target, snapshot)
+        finally:
+            self._live_replies.discard(target.job_id)
+
+    async def _publish_reply(self, target: ReplyTarget, snapshot: dict[str, Any]) -> bool:
+        """Publish one reply and mark it sent; False (left in the outbox) if not confirmed."""
+        try:
+            await self._publisher.reply(target, snapshot)
+        except Exception as exc:  # flushed again after reconnect/restart
+            logger.warning("reply for job %s not published yet: %s", target.job_id, exc)
+            return False
+        await self._bridge.run_blocking(self._outbox.mark_replied, target.job_id)
+        return True
+
+    async def flush_outbox(self) -> int:
+        """Publish every reply still in the outbox whose job has ended; returns how many.
+
+        Serialised with live replies (one lock), so a reply is published once; a
+        flush requested while another one waits is merged into it.
+        """
+        if self._flush_waiting:
+            return 0
+        self._flush_waiting = True
+        async with self._outbox_lock:
+            self._flush_waiting = False
+            sent = 0
+            for target, snapshot in await self._bridge.run_blocking(self._outbox.pending_replies):
+                if snapshot is None or target.job_id in self._live_replies:
+                    continue
+                if not await self._publish_reply(target, snapshot):
+                    break
+                sent += 1
+        return sent
+
+
+class _Slot:
+    """One unit of Runtime capacity: released on exit, or when the job ends if held."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = False
+
+    async def __aenter__(self) -> _Slot:
+        await self._semaphore.acquire()
+        return self
+
+    def hold_until(self, ended: asyncio.Future[Any]) -> None:
+        self._held = True
+        ended.add_done_callback(lambda _f: self._semaphore.release())
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self._held:
+            self._semaphore.release()
+
+
+async def _ack(message: AbstractIncomingMessage) -> None:
+    try:
+        await message.ack()
+    except Exception as exc:  # channel died: the broker redelivers, the claim dedupes
+        logger.info("ack of %s skipped (%s); it will be redelivered", message.message_id, exc)
+
+
+async def _settle(message: AbstractIncomingMessage, *, requeue: bool) -> None:
+    if message.processed:
+        return
+    try:
+        await message.nack(requeue=requeue)
+    except Exception as exc:
+        logger.info("nack of %s skipped (%s)", message.message_id, exc)

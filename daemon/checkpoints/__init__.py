@@ -1,0 +1,154 @@
+"""Durable job checkpoints: the CheckpointStore protocol and its two implementations.
+
+``SqliteCheckpointStore`` (``daemon.checkpoints.sqlite``) is the real one;
+``MemoryCheckpointStore`` (``daemon.checkpoints.memory``) is its in-process twin.
+Either works as a Runtime checkpointer on its own::
+
+    store = SqliteCheckpointStore("var/routilux.db")
+    runtime = Runtime(checkpointer=store)
+    store.resume_all(runtime)        # continue what a crash interrupted
+
+The daemon's path for one message: ``claim(job_id, flow, trigger, dedupe_key=message_id,
+entry_params=body)``; if created, ``runtime.exec(flow, body, job_id=job_id)``; then
+``await asyncio.wrap_future(store.durable_future(job_id))`` and ack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from daemon.checkpoints.errors import (
+    CheckpointStoreError,
+    StoreClosedError,
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
+    StoreReadOnlyError,
+    StoreUnavailableError,
+)
+from daemon.checkpoints.records import (
+    Claim,
+    JobRow,
+    OutboxEntry,
+    ResumeSummary,
+    UnfinishedJob,
+    WriterStats,
+)
+
+__all__ = [
+    "CheckpointStore",
+    "CheckpointStoreError",
+    "Claim",
+    "JobRow",
+    "OutboxEntry",
+    "ResumeSummary",
+    "StoreClosedError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreFullError",
+    "StoreLockedError",
+    "StoreReadOnlyError",
+    "StoreUnavailableError",
+    "UnfinishedJob",
+    "WriterStats",
+]
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """What the daemon and the CLI use of a job store. All methods are thread-safe.
+
+    ``save`` is the Runtime's checkpointer hook and never blocks on disk. The other
+    writes block until committed and raise StoreError subclasses. Reads see only
+    committed data.
+    """
+
+    path: str
+
+    def save(self, snapshot: dict[str, Any]) -> None:
+        """Queue a ``JobState.to_dict()`` snapshot (newest checkpoint_seq per job wins)."""
+
+    def wait_durable(
+        self, job_id: str, seq: int | None = None, timeout: float | None = None
+    ) -> bool:
+        """Block until the job is durable up to ``seq`` (default: newest saved)."""
+
+    def durable_future(self, job_id: str, seq: int | None = None) -> Future[bool]:
+        """A Future resolved True when durable, False if the store closes first."""
+
+    def claim(
+        self,
+        job_id: str,
+        flow_id: str,
+        trigger: str | None = None,
+        dedupe_key: str | None = None,
+        entry_params: dict[str, Any] | None = None,
+    ) -> Claim:
+        """Durably insert a pending job unless its id or dedupe_key exists."""
+
+    def mark_failed(self, job_id: str, reason: str) -> bool:
+        """Fail an unfinished job with a reason."""
+
+    def record_resumes(
+        self, jobs: Sequence[tuple[str, int]], charge_first: int | None = None
+    ) -> dict[str, int]:
+        """Record resumes per (job_id, checkpoint_seq); consecutive ones without progress."""
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete finished jobs older than the retention period."""
+
+    def claim_schedule_run(self, trigger_id: str, scheduled_at: str) -> bool:
+        """Record one timer run; False if that (trigger, time) already ran."""
+
+    def last_schedule_run(self, trigger_id: str) -> str | None:
+        """The latest recorded scheduled time of a trigger."""
+
+    def add_outbox(
+        self, job_id: str, reply_to: str, correlation_id: str | None, body: dict[str, Any]
+    ) -> bool:
+        """Durably queue a reply_to result."""
+
+    def finish_outbox(self, job_id: str) -> bool:
+        """Mark a queued reply published."""
+
+    def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
+        """Replies not yet published."""
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        """One job, or None."""
+
+    def list_jobs(
+        self, status: str | None = None, flow: str | None = None, limit: int | None = 100
+    ) -> list[JobRow]:
+        """Jobs, newest first."""
+
+    def oldest_pending_age(self, now: datetime | None = None) -> float | None:
+        """Age in seconds of the oldest pending/running job."""
+
+    def unfinished_jobs(self) -> list[UnfinishedJob]:
+        """Every pending/running job."""
+
+    def resume_all(self, runtime: Any, registry: Any = None) -> ResumeSummary:
+        """Resume (or fail with a reason) every unfinished job on ``runtime``."""
+
+    @property
+    def max_resumes(self) -> int:
+        """Quarantine threshold."""
+
+    @property
+    def healthy(self) -> bool:
+        """False while writes fail (the daemon reports unready and stops acking)."""
+
+    @property
+    def last_error(self) -> Exception | None:
+        """The current write failure, or None."""
+
+    def stats(self) -> WriterStats:
+        """Writer counters."""
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Flush and close; True if nothing was lost."""

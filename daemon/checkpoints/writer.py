@@ -1,0 +1,334 @@
+"""The writer thread: the only user of the write connection.
+
+It takes whatever accumulated since its last transaction (the newest snapshot of
+each job, plus synchronous requests such as claims) and writes it all in one
+``BEGIN IMMEDIATE … COMMIT``, so under load one commit carries many jobs. Only after
+COMMIT returns are the snapshots reported durable. If a transaction fails (disk
+full, locked, read-only…) the snapshots stay queued in memory (still newest per
+job), the store reports unhealthy, requests fail with the error, and the writer
+retries with exponential backoff until it succeeds or the store is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from daemon.checkpoints.durability import DurabilityTracker
+from daemon.checkpoints.errors import (
+    CheckpointStoreError,
+    StoreClosedError,
+    StoreUnavailableError,
+    translate_sqlite_error,
+)
+from daemon.checkpoints.records import TERMINAL_STATUSES, WriterStats, utc_now_iso
+from daemon.checkpoints.statements import UPSERT_SNAPSHOT, snapshot_row
+
+__all__ = ["SnapshotWriter"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: First retry delay after a failed transaction, in seconds; doubles up to BACKOFF_MAX.
+BACKOFF_MIN = 0.05
+#: Longest pause between retries of a failing transaction, in seconds.
+BACKOFF_MAX = 2.0
+
+
+@dataclass
+class _Call:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: Future[Any]
+
+
+def _seq(snapshot: dict[str, Any]) -> int:
+    return int(snapshot.get("checkpoint_seq", 0))
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite may already have rolled back by itself (e.g. on SQLITE_FULL).
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.exception("rollback failed")
+
+
+class SnapshotWriter:
+    """Owns the write connection and the thread that commits snapshot groups.
+
+    ``submit`` and ``call`` are thread-safe. ``maintenance(conn)`` (e.g. retention)
+    runs inside a transaction at start and then every ``maintenance_interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        tracker: DurabilityTracker,
+        *,
+        maintenance: Callable[[sqlite3.Connection], None] | None = None,
+        maintenance_interval: float = 3600.0,
+    ) -> None:
+        self._conn = conn
+        self._path = path
+        self._tracker = tracker
+        self._maintenance = maintenance
+        self._maintenance_interval = maintenance_interval
+        self._next_maintenance = time.monotonic() if maintenance else float("inf")
+        self._cv = threading.Condition()
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._calls: list[_Call] = []
+        self._stopping = False
+        self._idle = False  # the writer waits for work (only then does submit() notify)
+        self._deadline: float | None = None
+        self._wake_gen = 0
+        self._backoff = BACKOFF_MIN
+        self._last_error: CheckpointStoreError | None = None
+        self._counts = {"commits": 0, "received": 0, "committed": 0, "coalesced": 0, "failed": 0}
+        self._thread = threading.Thread(target=self._run, name="checkpoint-writer", daemon=True)
+
+    # -- public -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    @property
+    def last_error(self) -> CheckpointStoreError | None:
+        """The error of the last failed transaction, or None once one succeeds again."""
+        return self._last_error
+
+    def submit(self, snapshot: dict[str, Any]) -> bool:
+        """Queue a snapshot, replacing an older queued one of the same job; never blocks on I/O.
+
+        Returns False (and drops it) if the writer is stopping.
+        """
+        job_id = snapshot["job_id"]
+        seq = _seq(snapshot)
+        with self._cv:
+            if self._stopping:
+                return False
+            self._counts["received"] += 1
+            previous = self._pending.get(job_id)
+            if previous is not None:
+                self._counts["coalesced"] += 1
+                if _seq(previous) > seq:
+                    return True
+            self._pending[job_id] = snapshot
+            if self._idle:  # a busy writer picks it up with its next group anyway
+                self._cv.notify()
+        return True
+
+    def call(self, fn: Callable[[sqlite3.Connection], T], timeout: float | None) -> T:
+        """Run ``fn(conn)`` inside the writer's next transaction and return its result.
+
+        Blocks until that transaction commits. Raises the CheckpointStoreError of a failed
+        transaction, StoreUnavailableError after ``timeout`` seconds (the request is
+        then withdrawn and never runs), StoreClosedError if the store is closing.
+        """
+        fut: Future[T] = Future()
+        with self._cv:
+            if self._stopping:
+                raise StoreClosedError(self._path, "store is closed")
+            self._calls.append(_Call(fn, fut))
+            self._cv.notify()
+        try:
+            return fut.result(timeout)
+        except FutureTimeoutError:
+            if not fut.cancel():
+                return fut.result()  # already inside a transaction: it finishes soon
+            reason = f": {self._last_error.detail}" if self._last_error else ""
+            raise StoreUnavailableError(
+                self._path, f"request timed out after {timeout}s{reason}"
+            ) from None
+
+    def stats(self) -> WriterStats:
+        """A consistent copy of the writer's counters."""
+        with self._cv:
+            c = dict(self._counts)
+        return WriterStats(c["commits"], c["received"], c["committed"], c["coalesced"], c["failed"])
+
+    def close(self, timeout: float | None) -> bool:
+        """Flush what is queued (retrying until ``timeout``), stop and close the connection.
+
+        Returns True if everything queued was committed. Idempotent.
+        """
+        with self._cv:
+            if not self._stopping:
+                self._stopping = True
+                self._deadline = None if timeout is None else time.monotonic() + timeout
+            self._wake_gen += 1
+            self._cv.notify()
+        if self._thread.is_alive():
+            self._thread.join(None if timeout is None else timeout + 1.0)
+        with self._cv:
+            return not self._thread.is_alive() and not self._pending and not self._calls
+
+    # -- writer thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._step():
+                pass
+        except Exception as exc:  # a bug: stay unhealthy for good rather than die silently
+            logger.exception("checkpoint writer for %s crashed", self._path)
+            with self._cv:
+                self._stopping = True
+                self._last_error = CheckpointStoreError(self._path, f"writer crashed: {exc!r}")
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        with self._cv:
+            lost, calls = len(self._pending), self._calls
+            self._calls = []
+        if lost:
+            logger.error(
+                "checkpoint store %s closed with %d uncommitted snapshots", self._path, lost
+            )
+        for c in calls:
+            if c.future.set_running_or_notify_cancel():
+                c.future.set_exception(StoreClosedError(self._path, "store is closed"))
+        self._tracker.close()
+        self._conn.close()
+
+    def _step(self) -> bool:
+        """One transaction; returns False when the thread should end."""
+        with self._cv:
+            self._wait_for_work()
+            batch, self._pending = self._pending, {}
+            calls, self._calls = self._calls, []
+        maintenance = time.monotonic() >= self._next_maintenance
+        if batch or calls or maintenance:
+            if not self._commit(batch, calls, maintenance):
+                self._requeue(batch)
+                return self._pause_after_failure()
+            self._backoff = BACKOFF_MIN
+        with self._cv:
+            return not (self._stopping and not self._pending and not self._calls)
+
+    def _wait_for_work(self) -> None:
+        while not (self._pending or self._calls or self._stopping):
+            remaining = self._next_maintenance - time.monotonic()
+            if remaining <= 0:
+                return
+            self._idle = True
+            self._cv.wait(min(remaining, 3600.0))
+            self._idle = False
+
+    def _pause_after_failure(self) -> bool:
+        delay, self._backoff = self._backoff, min(self._backoff * 2, BACKOFF_MAX)
+        with self._cv:
+            if self._stopping and self._deadline is not None:
+                remaining = self._deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                delay = min(delay, remaining)
+            gen = self._wake_gen
+            # New requests or close() end the pause; new snapshots do not (they just queue).
+            self._cv.wait_for(lambda: bool(self._calls) or self._wake_gen != gen, delay)
+        return True
+
+    def _requeue(self, batch: dict[str, dict[str, Any]]) -> None:
+        with self._cv:
+            for job_id, snapshot in batch.items():
+                newer = self._pending.get(job_id)
+                if newer is None or _seq(newer) < _seq(snapshot):
+                    self._pending[job_id] = snapshot
+
+    def _encode(
+        self, batch: dict[str, dict[str, Any]], now: str
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, int, bool]]]:
+        rows: list[tuple[Any, ...]] = []
+        done: list[tuple[str, int, bool]] = []
+        for job_id, snapshot in batch.items():
+            try:
+                rows.append(snapshot_row(snapshot, now))
+            except (TypeError, ValueError, RuntimeError):
+                # Not plain JSON, or (against the checkpointer contract) mutated while being
+                # encoded. Never reported durable; the job stays at its last commit.
+                logger.exception("job %s: snapshot cannot be encoded; dropped", job_id)
+                continue
+            terminal = snapshot.get("status") in TERMINAL_STATUSES
+            done.append((job_id, _seq(snapshot), terminal))
+        return rows, done
+
+    def _commit(
+        self, batch: dict[str, dict[str, Any]], calls: list[_Call], maintenance: bool
+    ) -> bool:
+        rows, done = self._encode(batch, utc_now_iso())
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Snapshots first, so requests in the same group read what was saved before them.
+                if rows:
+                    self._conn.executemany(UPSERT_SNAPSHOT, rows)
+                outcomes = [o for c in calls if (o := self._run_call(c)) is not None]
+                if maintenance:
+                    self._run_maintenance()
+                self._conn.execute("COMMIT")
+            except BaseException:
+                _rollback(self._conn)
+                raise
+        except sqlite3.Error as exc:
+            self._failed(translate_sqlite_error(self._path, exc), [c.future for c in calls])
+            return False
+        self._succeeded(len(rows), maintenance)
+        for fut, ok, value in outcomes:
+            fut.set_result(value) if ok else fut.set_exception(value)
+        self._tracker.note_committed(done)
+        return True
+
+    def _run_maintenance(self) -> None:
+        if self._maintenance is None:
+            return
+        try:
+            self._maintenance(self._conn)
+        except sqlite3.Error:
+            raise
+        except Exception:  # a maintenance bug must not stop checkpointing
+            logger.exception("checkpoint store maintenance failed on %s", self._path)
+
+    def _run_call(self, call: _Call) -> tuple[Future[Any], bool, Any] | None:
+        if not call.future.set_running_or_notify_cancel():
+            return None
+        try:
+            return call.future, True, call.fn(self._conn)
+        except sqlite3.IntegrityError as exc:
+            return call.future, False, translate_sqlite_error(self._path, exc)
+        except sqlite3.Error:
+            call.future.set_exception(CheckpointStoreError(self._path, "transaction aborted"))
+            raise
+        except Exception as exc:  # a request's own bug fails that request only
+            return call.future, False, exc
+
+    def _failed(self, error: CheckpointStoreError, futures: list[Future[Any]]) -> None:
+        with self._cv:
+            self._counts["failed"] += 1
+            first = self._last_error is None
+            self._last_error = error
+        if first:
+            logger.warning("checkpoint writes failing, will retry: %s", error)
+        for fut in futures:
+            # Requests of the failed transaction fail with it (withdrawn ones stay cancelled).
+            if not fut.done():
+                fut.set_exception(error)
+
+    def _succeeded(self, committed: int, maintenance: bool) -> None:
+        with self._cv:
+            self._counts["commits"] += 1
+            self._counts["committed"] += committed
+            recovered = self._last_error is not None
+            self._last_error = None
+        if maintenance:
+            self._next_maintenance = time.monotonic() + self._maintenance_interval
+        if recovered:
+            logger.warning("checkpoint writes recovered on %s", self._path)

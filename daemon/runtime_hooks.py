@@ -1,0 +1,256 @@
+"""Observe jobs through the checkpointer seam (docs/architecture.md).
+
+:class:`JobTracker` wraps the store's checkpointer: every snapshot is forwarded
+to the store first, then inspected for what the daemon cares about — a job's
+start, each committed activation and its terminal status — to feed metrics,
+log one line per job start/end, and wake loop code waiting for a job to end
+(acks in ``on_complete`` mode, ``reply_to`` results, timer ``max_instances``).
+
+``save`` runs on Runtime threads while the job's lock is held, so it only
+updates small in-memory records and hands terminal events to the loop through
+the :class:`~daemon.bridge.Bridge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from daemon.bridge import Bridge
+
+logger = logging.getLogger(__name__)
+
+#: Trigger shown for jobs resumed from the store (their original trigger is in ``jobs``).
+RESUMED = "resume"
+#: Statuses after which a job never changes again.
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+class Checkpointer(Protocol):
+    """What the Runtime calls (docs/architecture.md, checkpointer protocol)."""
+
+    def save(self, snapshot: dict[str, Any]) -> None: ...
+
+
+class JobMetrics(Protocol):
+    """The part of :class:`daemon.metrics.Metrics` the tracker feeds."""
+
+    def job_started(self, flow: str) -> None: ...
+
+    def job_resumed(self, flow: str) -> None: ...
+
+    def job_finished(self, flow: str, status: str, duration: float) -> None: ...
+
+    def activation(self, flow: str, routine: str, outcome: str, duration: float) -> None: ...
+
+
+@dataclass
+class _JobRecord:
+    """What the tracker remembers of one live job."""
+
+    flow: str
+    trigger: str
+    seq: int = -1
+    history_len: int = 0
+
+
+@dataclass(frozen=True)
+class _JobEvent:
+    """A job start (no snapshot) or end, handed from Runtime threads to the loop."""
+
+    job_id: str
+    flow: str
+    trigger: str
+    status: str = ""
+    duration: float = 0.0
+    snapshot: dict[str, Any] | None = None
+
+
+@dataclass
+class _Waiters:
+    """Loop futures waiting for jobs to end; touched only on the loop."""
+
+    futures: dict[str, list[asyncio.Future[dict[str, Any]]]] = field(default_factory=dict)
+
+
+class JobTracker:
+    """A checkpointer that forwards to the store and reports job lifecycle.
+
+    Thread-safe. Loop-side methods (:meth:`wait_terminal`) must be called on the
+    bridge's loop.
+    """
+
+    def __init__(
+        self,
+        store: Checkpointer,
+        metrics: JobMetrics,
+        bridge: Bridge,
+        on_resumed_end: Callable[[str], None] | None = None,
+    ) -> None:
+        """``on_resumed_end(job_id)`` is called on the loop when a resumed job ends."""
+        self._on_resumed_end = on_resumed_end
+        self._store = store
+        self._metrics = metrics
+        self._bridge = bridge
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _JobRecord] = {}
+        self._triggers: dict[str, str] = {}
+        self._waiters = _Waiters()
+        self._events: list[_JobEvent] = []
+        self._pump_scheduled = False
+
+    def expect(self, job_id: str, trigger: str) -> None:
+        """Record the trigger of a job about to be exec'd (for its log lines)."""
+        with self._lock:
+            self._triggers[job_id] = trigger
+
+    def abandon(self, job_id: str) -> None:
+        """Forget the trigger of a job whose start failed."""
+        with self._lock:
+            self._triggers.pop(job_id, None)
+
+    def save(self, snapshot: dict[str, Any]) -> None:
+        """Forward ``snapshot`` to the store, then observe it. Never blocks on I/O."""
+        self._store.save(snapshot)
+        try:
+            self._observe(snapshot)
+        except Exception:  # metrics must never break checkpointing
+            logger.exception("observing snapshot of job %s failed", snapshot.get("job_id"))
+
+    def _observe(self, snapshot: dict[str, Any]) -> None:
+        job_id = str(snapshot["job_id"])
+        status = str(snapshot.get("status"))
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None:
+                trigger = self._triggers.pop(job_id, None)
+                record = _JobRecord(flow=str(snapshot.get("flow_id")), trigger=trigger or RESUMED)
+                self._jobs[job_id] = record
+                started = True
+                resumed = trigger is None
+            else:
+                started = resumed = False
+            new_activations = _new_history(record, snapshot)
+            if status in TERMINAL_STATUSES:
+                self._jobs.pop(job_id, None)
+        if resumed:
+            self._metrics.job_resumed(record.flow)
+        if started:
+            self._metrics.job_started(record.flow)
+            self._post(_JobEvent(job_id, record.flow, record.trigger))
+        for entry in new_activations:
+            self._metrics.activation(
+                record.flow,
+                str(entry.get("routine_id")),
+                str(entry.get("outcome")),
+                _seconds_between(entry.get("started_at"), entry.get("finished_at")),
+            )
+        if status in TERMINAL_STATUSES:
+            self._finish(job_id, record, status, snapshot)
+
+    def _finish(self, job_id: str, record: _JobRecord, status: str, snap: dict[str, Any]) -> None:
+        duration = _seconds_between(
+            snap.get("started_at") or snap.get("created_at"), snap.get("completed_at")
+        )
+        self._metrics.job_finished(record.flow, status, duration)
+        self._post(_JobEvent(job_id, record.flow, record.trigger, status, duration, snap))
+
+    def _post(self, event: _JobEvent) -> None:
+        """Queue an event for the loop; one wakeup serves every event queued meanwhile.
+
+        Logging is batched the same way: one thread writing the log stream is far
+        cheaper than eight worker threads contending for the handler's lock.
+        """
+        with self._lock:
+            self._events.append(event)
+            if self._pump_scheduled:
+                return
+            self._pump_scheduled = True
+        self._bridge.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        with self._lock:
+            events, self._events = self._events, []
+            self._pump_scheduled = False
+        # Log writes release the GIL in a syscall, and getting it back stalls the
+        # loop behind busy Runtime threads; one pool thread writes the batch instead.
+        self._bridge.run_detached(_log_events, events)
+        for event in events:
+            if event.snapshot is None:
+                continue
+            self._resolve(event.job_id, event.snapshot)
+            if event.trigger == RESUMED and self._on_resumed_end is not None:
+                self._on_resumed_end(event.job_id)
+
+    def wait_terminal(self, job_id: str) -> asyncio.Future[dict[str, Any]]:
+        """A loop future resolved with the job's terminal snapshot.
+
+        Call it *before* the job can end (before ``Runtime.exec``), on the loop.
+        """
+        future: asyncio.Future[dict[str, Any]] = self._bridge.loop.create_future()
+        self._waiters.futures.setdefault(job_id, []).append(future)
+        return future
+
+    def forget(self, job_id: str) -> None:
+        """Drop the waiters of a job that will not run (a duplicate, a failed start)."""
+        for future in self._waiters.futures.pop(job_id, []):
+            future.cancel()
+
+    def _resolve(self, job_id: str, snapshot: dict[str, Any]) -> None:
+        for future in self._waiters.futures.pop(job_id, []):
+            if not future.done():
+                future.set_result(snapshot)
+
+
+def _log_events(events: list[_JobEvent]) -> None:
+    """One log line per job start and per job end."""
+    for event in events:
+        if event.snapshot is None:
+            logger.info(
+                "job start id=%s flow=%s trigger=%s", event.job_id, event.flow, event.trigger
+            )
+        else:
+            logger.info(
+                "job end id=%s flow=%s trigger=%s status=%s duration=%.3fs",
+                event.job_id,
+                event.flow,
+                event.trigger,
+                event.status,
+                event.duration,
+            )
+
+
+def _new_history(record: _JobRecord, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """Execution-history entries committed since the previous snapshot of the job.
+
+    The history is bounded, so once it stops growing a newer ``checkpoint_seq``
+    still means one more committed activation: its entry is the last one.
+    """
+    history = snapshot.get("execution_history") or []
+    seq = int(snapshot.get("checkpoint_seq", record.seq + 1))
+    if record.seq < 0:
+        fresh: list[dict[str, Any]] = []  # first sight (start or resume): count nothing old
+    elif len(history) > record.history_len:
+        fresh = list(history[record.history_len :])
+    elif seq > record.seq and history and str(snapshot.get("status")) not in TERMINAL_STATUSES:
+        fresh = [history[-1]]
+    else:
+        fresh = []
+    record.seq = seq
+    record.history_len = len(history)
+    return fresh
+
+
+def _seconds_between(start: Any, end: Any) -> float:
+    """Seconds between two ISO-8601 stamps; 0.0 when either is missing or bad."""
+    try:
+        return max(
+            0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+        )
+    except (TypeError, ValueError):
+        return 0.0

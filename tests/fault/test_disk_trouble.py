@@ -1,0 +1,153 @@
+"""Scenario 6: the store's filesystem fills up or turns read-only under load, then recovers.
+
+The store lives on a small tmpfs mounted for the test (needs root and ``mount``;
+skipped otherwise). The trouble is made from outside: a filler file takes every
+free byte, or ``mount -o remount,ro``. While it lasts the daemon must stay
+alive, report ``/readyz`` 503, and ack nothing it could not make durable (every
+message published meanwhile is still on the broker). Once space or write access
+returns it must become ready again by itself and finish everything: each message
+exactly one completed job.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from faultkit import (
+    Broker,
+    FaultDaemon,
+    bulk_publish,
+    declare_queue,
+    json_messages,
+    queue_counts,
+    report,
+    wait_for,
+    watch,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.slow]
+
+#: Size of the tmpfs holding the store: room for the test's jobs, small enough to fill.
+DISK_SIZE = "16m"
+#: Padding per message body, so the trouble-time jobs need fresh pages.
+PAD = "x" * 4000
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A fresh tmpfs of DISK_SIZE at ``tmp_path/disk``; unmounted afterwards."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    yield mount_point
+    # Lazy: a daemon still holding the file must not make the unmount fail.
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)
+
+
+def fill(path: Path) -> int:
+    """Write ``path`` until the filesystem is full; returns the bytes written."""
+    written = 0
+    chunk = b"\0" * (1 << 16)
+    with path.open("wb", buffering=0) as handle:
+        while True:
+            try:
+                written += handle.write(chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
+        for size in (4096, 512, 1):  # the last partial blocks too
+            try:
+                while True:
+                    written += handle.write(b"\0" * size)
+            except OSError:
+                continue
+    return written
+
+
+def remount(mount_point: Path, mode: str) -> None:
+    subprocess.run(
+        ["mount", "-o", f"remount,{mode}", str(mount_point)], check=True, capture_output=True
+    )
+
+
+@pytest.mark.parametrize("trouble", ["full", "read-only"])
+def test_store_disk_trouble_stops_acks_reports_unready_and_recovers(
+    make_daemon: Callable[..., FaultDaemon],
+    broker: Broker,
+    small_disk: Path,
+    amqp_url: str,
+    prefix: str,
+    queue: str,
+    trouble: str,
+) -> None:
+    before = [uuid.uuid4().hex for _ in range(50)]
+    during = [uuid.uuid4().hex for _ in range(100)]
+    declare_queue(amqp_url, queue, f"{prefix}.dlx")
+    daemon = make_daemon(store=small_disk / "store.db", threads=4, prefetch=8)
+    bulk_publish(amqp_url, queue, json_messages(before, pad=PAD))
+    wait_for(lambda: daemon.status_counts().get("completed", 0) == len(before), 30, 0.1)
+    filler = small_disk / "filler"
+    if trouble == "full":
+        filled = fill(filler)
+    else:
+        filled = 0
+        try:
+            remount(small_disk, "ro")
+        except subprocess.CalledProcessError as exc:
+            pytest.skip(
+                "read-only trouble cannot be made here: the kernel refuses to remount a "
+                f"filesystem read-only while the store has files open for writing ({exc})"
+            )
+    try:
+        bulk_publish(amqp_url, queue, json_messages(during, pad=PAD))
+        wait_for(lambda: not daemon.ready(), 30, 0.1)
+        reason = daemon.http("/readyz")[1]
+        # Give the daemon time to do the wrong thing (ack, or die) while we watch.
+        watch(lambda: sum(queue_counts(queue)) == len(during) and daemon.alive(), 5)
+        held = queue_counts(queue)
+        assert daemon.alive(), daemon.log_text()[-3000:]
+        assert not daemon.ready()
+        assert daemon.http("/healthz")[0] == 200
+    finally:
+        if trouble == "full":
+            filler.unlink()
+        else:
+            remount(small_disk, "rw")
+    daemon.wait_ready(60)
+    total = len(before) + len(during)
+    wait_for(lambda: daemon.status_counts().get("completed", 0) >= total, 60, 0.2)
+    rows = daemon.job_rows()
+    assert sorted(r[2] for r in rows) == sorted(before + during)
+    assert Counter(r[1] for r in rows) == {"completed": total}
+    wait_for(lambda: broker.count(queue) == 0, 10)
+    assert broker.count(f"{queue}.dlq") == 0
+    report(
+        "disk_trouble",
+        trouble=trouble,
+        disk=DISK_SIZE,
+        filler_bytes=filled,
+        sent=total,
+        sent_during_trouble=len(during),
+        on_broker_during_trouble=f"{held[0]} ready + {held[1]} unacked",
+        readyz_reason=reason.strip()[:120].replace(" ", "_"),
+        completed=len(rows),
+        lost=0,
+        duplicate_jobs=0,
+    )
+    daemon.kill()
+    os.sync()

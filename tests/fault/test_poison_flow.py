@@ -1,0 +1,128 @@
+"""Scenario 5: a job whose step kills the process is quarantined; the others flow on.
+
+``{"crash": true}`` makes step ``s2`` call ``os._exit(3)``. Every start resumes
+that job and dies again, until the job has been resumed ``store.max_resumes``
+times without progress; then it is marked failed ("quarantined") and the daemon
+stays up. The test restarts the daemon whenever it died, exactly as systemd's
+``Restart=always`` would, and counts.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+
+import pytest
+from faultkit import (
+    Broker,
+    FaultDaemon,
+    bulk_publish,
+    declare_queue,
+    json_messages,
+    report,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.slow]
+
+MAX_RESUMES = 3
+#: Restarts allowed before the test calls it an endless crash loop (see the xfail below:
+#: innocent jobs charged first delay the poison job's quarantine).
+MAX_RESTARTS = 30
+
+
+def settled(daemon: FaultDaemon, total: int) -> bool:
+    """Every job is terminal, or the daemon died (and must be restarted)."""
+    if not daemon.alive():
+        return True
+    counts = daemon.status_counts()
+    return counts.get("completed", 0) + counts.get("failed", 0) >= total
+
+
+def run_poison_scenario(
+    make_daemon: Callable[..., FaultDaemon],
+    amqp_url: str,
+    prefix: str,
+    queue: str,
+    neighbour_sleep: float = 0.0,
+) -> tuple[FaultDaemon, list[str], str, int]:
+    """60 good messages around one poison message; restart after every crash.
+
+    The 3 good messages just before the poison one spend ``neighbour_sleep`` s in
+    ``s2``, so they are still in flight whenever the poison job kills the process.
+    """
+    good = [uuid.uuid4().hex for _ in range(60)]
+    poison_id = f"poison-{uuid.uuid4().hex[:8]}"
+    poison = [(json.dumps({"crash": True}).encode(), {"message_id": poison_id})]
+    declare_queue(amqp_url, queue, f"{prefix}.dlx")
+    bulk_publish(amqp_url, queue, json_messages(good[:27]))
+    bulk_publish(amqp_url, queue, json_messages(good[27:30], sleep=neighbour_sleep))
+    bulk_publish(amqp_url, queue, poison)
+    bulk_publish(amqp_url, queue, json_messages(good[30:]))
+    daemon = make_daemon(start=False, max_resumes=MAX_RESUMES)
+    crashes = 0
+    for _ in range(MAX_RESTARTS):
+        daemon.start(wait_ready=False)
+        wait_for(lambda: settled(daemon, len(good) + 1), 30, 0.1)
+        if daemon.alive():
+            break
+        assert daemon.proc is not None and daemon.proc.returncode == 3
+        crashes += 1
+    assert daemon.alive(), f"still crash-looping after {crashes} crashes"
+    daemon.wait_ready(10)
+    return daemon, good, poison_id, crashes
+
+
+def test_a_job_that_crashes_the_process_is_quarantined_and_the_daemon_goes_on(
+    make_daemon: Callable[..., FaultDaemon],
+    broker: Broker,
+    amqp_url: str,
+    prefix: str,
+    queue: str,
+) -> None:
+    daemon, good, poison_id, crashes = run_poison_scenario(make_daemon, amqp_url, prefix, queue)
+    rows = {r[2]: r for r in daemon.job_rows("job_id, status, dedupe_key, error")}
+    assert sorted(rows) == sorted([*good, poison_id]), "a message was lost or duplicated"
+    assert rows[poison_id][1] == "failed"
+    assert "quarantined" in (rows[poison_id][3] or "")
+    assert {rows[k][1] for k in good} <= {"completed", "failed"}
+    assert crashes >= MAX_RESUMES + 1  # the first run, then one per allowed resume
+    bulk_publish(amqp_url, queue, json_messages(["after-quarantine"]))
+    wait_for(lambda: daemon.status_counts().get("completed", 0) >= 1, 20)
+    wait_for(lambda: ("after-quarantine",) in daemon.job_rows("dedupe_key"), 20)
+    wait_for(lambda: broker.count(queue) == 0, 10)
+    assert broker.count(f"{queue}.dlq") == 0
+    innocent = sorted(k for k in good if rows[k][1] == "failed")
+    report(
+        "poison_flow",
+        sent=len(good) + 2,
+        crashes=crashes,
+        max_resumes=MAX_RESUMES,
+        poison_quarantined=1,
+        innocent_quarantined=len(innocent),
+        completed=sum(1 for k in good if rows[k][1] == "completed") + 1,
+        lost=0,
+    )
+
+
+@pytest.mark.xfail(
+    reason=(
+        "daemon bug: resume_jobs (daemon/checkpoints/resume.py) charges a stalled resume to "
+        "the thread_pool_size oldest unfinished jobs; jobs resumed beside the poison job "
+        "cannot checkpoint progress before it kills the process, so they are quarantined "
+        "(failed) with it, or instead of it while it is not among the oldest"
+    ),
+    strict=True,
+)
+def test_jobs_resumed_beside_a_poison_job_are_not_quarantined(
+    make_daemon: Callable[..., FaultDaemon],
+    broker: Broker,
+    amqp_url: str,
+    prefix: str,
+    queue: str,
+) -> None:
+    daemon, good, _, _ = run_poison_scenario(make_daemon, amqp_url, prefix, queue, 1.0)
+    rows = {r[2]: r for r in daemon.job_rows("job_id, status, dedupe_key, error")}
+    failed = sorted((k, rows[k][3]) for k in good if rows[k][1] != "completed")
+    assert failed == []

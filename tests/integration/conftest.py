@@ -1,0 +1,101 @@
+"""Integration fixtures: the RabbitMQ broker and a daemon subprocess.
+
+The broker URL comes from ``ROUTILUX_TEST_AMQP_URL`` (default: local guest). An
+unreachable broker skips these tests, unless ``ROUTILUX_REQUIRE_BROKER=1`` (CI),
+which fails them. Every test gets its own queue prefix and deletes its queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from .daemon_harness import (
+    AMQP_TRIGGER,
+    CONFIG,
+    DEFAULT_URL,
+    INTERVAL_TRIGGER,
+    Broker,
+    Daemon,
+)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    url = os.environ.get("ROUTILUX_TEST_AMQP_URL", DEFAULT_URL)
+
+    async def probe() -> None:
+        connection = await aio_pika.connect(url, timeout=3)
+        await connection.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        if os.environ.get("ROUTILUX_REQUIRE_BROKER") == "1":
+            pytest.fail(f"RabbitMQ required but unreachable at {url}: {exc}")
+        pytest.skip(f"RabbitMQ unreachable at {url}: {exc}")
+    return url
+
+
+@pytest.fixture
+def broker(amqp_url: str) -> Iterator[Broker]:
+    helper = Broker(amqp_url)
+    yield helper
+    if helper.created:
+        helper.delete(*helper.created)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A unique queue/trigger prefix for one test."""
+    return f"rtx-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def make_daemon(
+    tmp_path: Path, amqp_url: str, prefix: str, broker: Broker
+) -> Iterator[Callable[..., Daemon]]:
+    """Factory: ``make_daemon(queue=True, interval=None, ...)`` -> a started Daemon."""
+    made: list[Daemon] = []
+
+    def make(
+        *,
+        queue: bool = True,
+        interval: float | None = None,
+        catch_up: str = "once",
+        url: str | None = None,
+        ack: str = "on_checkpoint",
+        prefetch: int = 20,
+        shutdown_timeout: float = 10,
+        start: bool = True,
+        wait_ready: bool = True,
+    ) -> Daemon:
+        config = CONFIG.format(
+            url=url or amqp_url,
+            prefetch=prefetch,
+            ack=ack,
+            prefix=prefix,
+            shutdown_timeout=shutdown_timeout,
+        )
+        if queue:
+            config += AMQP_TRIGGER.format(queue=f"{prefix}.in")
+            broker.created += [f"{prefix}.in", f"{prefix}.in.dlq"]
+        if interval is not None:
+            config += INTERVAL_TRIGGER.format(
+                trigger_id=f"{prefix}-tick", seconds=interval, catch_up=catch_up
+            )
+        daemon = Daemon(tmp_path, config)
+        made.append(daemon)
+        if start:
+            daemon.start(wait_ready=wait_ready)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.kill()

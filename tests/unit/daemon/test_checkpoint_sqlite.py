@@ -1,0 +1,263 @@
+"""SQLite-specific behaviour of SqliteCheckpointStore: WAL, pragmas, group commit, failures."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlite_utils
+
+from daemon.checkpoints import (
+    CheckpointStoreError,
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
+    StoreReadOnlyError,
+)
+from daemon.checkpoints.schema import SCHEMA_VERSION
+from daemon.checkpoints.sqlite import SqliteCheckpointStore
+
+JOBS_COLUMNS = [
+    "job_id",
+    "flow_id",
+    "status",
+    "trigger",
+    "dedupe_key",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "error",
+    "state",
+]
+
+
+def snap(job_id: str, seq: int, status: str = "running", **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"job_id": job_id, "flow_id": "flow", "status": status}
+    data.update(checkpoint_seq=seq, **extra)
+    return data
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "store" / "jobs.db")
+
+
+@pytest.fixture
+def store(db_path: str) -> Iterator[SqliteCheckpointStore]:
+    made = SqliteCheckpointStore(db_path, request_timeout=5)
+    yield made
+    made.close()
+
+
+def test_jobs_table_has_the_contract_columns_and_unique_dedupe_key(
+    store: SqliteCheckpointStore, db_path: str
+) -> None:
+    db = sqlite_utils.Database(db_path)
+    jobs = db.table("jobs")
+    assert [c.name for c in jobs.columns] == JOBS_COLUMNS
+    assert jobs.pks == ["job_id"]
+    assert ["dedupe_key"] in [ix.columns for ix in jobs.indexes if ix.unique]
+    assert list(db.query("SELECT value FROM store_meta")) == [{"value": str(SCHEMA_VERSION)}]
+    db.close()
+
+
+def test_store_is_queryable_with_the_sqlite_utils_cli(
+    store: SqliteCheckpointStore, db_path: str
+) -> None:
+    store.claim("j1", "orders", "amqp:orders", "m-1")
+    cli = Path(sys.executable).with_name("sqlite-utils")
+    out = subprocess.run(
+        [str(cli), "query", db_path, "select job_id, status from jobs"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert '"job_id": "j1"' in out.stdout and '"status": "pending"' in out.stdout
+
+
+@pytest.mark.parametrize(("mode", "value"), [("normal", 1), ("full", 2)])
+def test_synchronous_mode_comes_from_config(tmp_path: Path, mode: str, value: int) -> None:
+    with SqliteCheckpointStore(str(tmp_path / "s.db"), synchronous=mode) as store:
+        assert store.pragmas() == {
+            "journal_mode": "wal",
+            "synchronous": value,
+            "busy_timeout": 5000,
+        }
+
+
+def test_unknown_synchronous_mode_is_refused_naming_the_path(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointStoreError, match=r"s\.db: synchronous must be one of"):
+        SqliteCheckpointStore(str(tmp_path / "s.db"), synchronous="off")
+
+
+def test_reader_sees_committed_rows_while_the_writer_is_busy(
+    store: SqliteCheckpointStore, db_path: str
+) -> None:
+    stop = threading.Event()
+
+    def write() -> None:
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            store.save(snap(f"j{seq % 50}", seq))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        reader = sqlite3.connect(db_path, timeout=0.01)  # WAL: readers never wait for a lock
+        counts = [reader.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] for _ in range(200)]
+        reader.close()
+        assert counts == sorted(counts) and counts[-1] <= 50
+        assert len(store.list_jobs(limit=None)) <= 50
+    finally:
+        stop.set()
+        writer.join()
+
+
+def test_writer_groups_many_jobs_into_one_commit_under_load(store: SqliteCheckpointStore) -> None:
+    def burst(t: int) -> None:
+        for i in range(500):
+            store.save(snap(f"t{t}-{i % 100}", i))
+
+    threads = [threading.Thread(target=burst, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(store.wait_durable(f"t{t}-99", seq=499, timeout=10) for t in range(8))
+    stats = store.stats()
+    assert stats.snapshots_received == 4000
+    assert stats.snapshots_per_commit > 1
+    assert stats.snapshots_committed + stats.snapshots_coalesced == 4000
+
+
+def test_close_flushes_everything_queued(db_path: str) -> None:
+    store = SqliteCheckpointStore(db_path)
+    for i in range(2000):
+        store.save(snap(f"j{i}", 1, status="completed"))
+    assert store.close(timeout=10) is True
+    with SqliteCheckpointStore(db_path) as reopened:
+        assert len(reopened.list_jobs(limit=None)) == 2000
+
+
+def test_snapshot_that_is_not_json_is_never_reported_durable(store: SqliteCheckpointStore) -> None:
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    store.save(snap("bad", 1, shared_data={"x": object()}))
+    store.save(snap("loop", 1, shared_data=circular))
+    store.save(snap("good", 1))
+    assert store.wait_durable("good", timeout=5)
+    assert store.wait_durable("bad", timeout=0.2) is False
+    assert store.wait_durable("loop", timeout=0.2) is False
+    assert store.get_job("bad") is None and store.get_job("loop") is None
+    assert store.healthy
+
+
+def test_corrupt_file_gives_a_one_line_error_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a database at all" * 200)
+    with pytest.raises(StoreCorruptError) as info:
+        SqliteCheckpointStore(str(path))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert isinstance(info.value, StoreError)
+
+
+def test_directory_in_place_of_the_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(StoreReadOnlyError, match="unable to open"):
+        SqliteCheckpointStore(str(tmp_path))
+
+
+def test_newer_schema_is_refused(db_path: str) -> None:
+    SqliteCheckpointStore(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE store_meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CheckpointStoreError, match="schema version 99 is newer"):
+        SqliteCheckpointStore(db_path)
+
+
+def test_read_only_database_makes_the_store_unhealthy(db_path: str) -> None:
+    SqliteCheckpointStore(db_path).close()
+    store = SqliteCheckpointStore(db_path, pragmas={"query_only": 1}, request_timeout=2)
+    with pytest.raises(StoreReadOnlyError, match=r"jobs\.db"):
+        store.claim("j1", "flow")
+    store.save(snap("j1", 1))
+    assert store.wait_durable("j1", timeout=0.3) is False
+    assert not store.healthy
+    assert isinstance(store.last_error, StoreReadOnlyError)
+    # close() retries until its timeout, then reports that a snapshot was lost.
+    assert store.close(timeout=0.3) is False
+
+
+def test_locked_database_fails_requests_then_recovers(db_path: str) -> None:
+    with SqliteCheckpointStore(db_path, busy_timeout_ms=50, request_timeout=5) as store:
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreLockedError, match="locked"):
+            store.claim("j1", "flow")
+        store.save(snap("j1", 1))
+        assert store.wait_durable("j1", timeout=0.2) is False
+        assert not store.healthy
+        other.execute("ROLLBACK")
+        other.close()
+        assert store.wait_durable("j1", timeout=10)
+        assert store.healthy and store.last_error is None
+        assert store.claim("j2", "flow").created
+
+
+def test_full_disk_keeps_snapshots_in_memory_until_space_returns(db_path: str) -> None:
+    filler = "x" * 3000
+    with SqliteCheckpointStore(db_path) as store:
+        for i in range(40):
+            store.save(snap(f"old{i}", 1, status="completed", blob=filler))
+        assert store.wait_durable("old39", timeout=5)
+    probe = sqlite3.connect(db_path)
+    pages = probe.execute("PRAGMA page_count").fetchone()[0]
+    probe.close()
+    store = SqliteCheckpointStore(db_path, pragmas={"max_page_count": pages + 2}, request_timeout=2)
+    try:
+        for i in range(20):
+            store.save(snap(f"new{i}", 1, blob=filler))
+        assert store.wait_durable("new19", timeout=0.5) is False
+        assert isinstance(store.last_error, StoreFullError) and not store.healthy
+        with pytest.raises(StoreFullError, match=r"jobs\.db: database or disk is full"):
+            store.claim("c1", "flow")
+        # Space returns: another connection frees pages that the writer can reuse.
+        admin = sqlite3.connect(db_path)
+        admin.execute("DELETE FROM jobs WHERE job_id LIKE 'old%'")
+        admin.commit()
+        admin.close()
+        assert store.wait_durable("new19", timeout=15)
+        assert store.healthy
+        assert len(store.list_jobs(status="running", limit=None)) == 20
+    finally:
+        assert store.close()
+
+
+def test_retention_runs_in_the_background(db_path: str) -> None:
+    with SqliteCheckpointStore(db_path) as store:
+        store.save(snap("ancient", 1, status="completed", completed_at="2000-01-01T00:00:00Z"))
+        assert store.wait_durable("ancient", timeout=5)
+    with SqliteCheckpointStore(db_path, retention_days=1, prune_interval=0.05) as store:
+        store.save(snap("fresh", 1, status="completed"))
+        assert store.wait_durable("fresh", timeout=5)
+        # The first maintenance pass runs right after open, in the writer's first transaction.
+        store.claim("marker", "flow")
+        assert store.get_job("ancient") is None
+        assert store.get_job("fresh") is not None
+
+
+def test_stored_state_round_trips_exactly(store: SqliteCheckpointStore) -> None:
+    shared = {"f": 1795655414.0487344, "big": 2**70, "text": 'héllo ☃ "q"\n', "n": [None, True]}
+    store.save(snap("j1", 1, shared_data=shared))
+    assert store.wait_durable("j1", timeout=5)
+    row = store.get_job("j1")
+    assert row is not None and row.state == snap("j1", 1, shared_data=shared)

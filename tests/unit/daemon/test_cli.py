@@ -1,0 +1,556 @@
+"""The routilux-daemon CLI through main(argv): check, flows, jobs, publish, dlq, logging."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import pytest
+import sqlite_utils
+
+from daemon.cli import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, main
+from daemon.logging_setup import setup_logging
+from routilux import FlowRegistry
+
+REPO = Path(__file__).resolve().parents[3]
+AMQP_URL = os.environ.get("ROUTILUX_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+@pytest.fixture
+def in_repo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run from the repo root (the example config's relative paths) with a clean registry."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.syspath_prepend(str(REPO))
+    registry = FlowRegistry.get_instance()
+    before = set(registry.list_names())
+    yield
+    for name in set(registry.list_names()) - before:
+        registry.unregister(name)
+
+
+def write_config(tmp_path: Path, body: str, amqp_url: str = AMQP_URL) -> Path:
+    path = tmp_path / "daemon.toml"
+    store = tmp_path / "jobs.db"
+    head = f'[store]\npath = "{store}"\n[amqp]\nurl = "{amqp_url}"\n'
+    path.write_text(head + textwrap.dedent(body))
+    return path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- check / flows list -----------------------------------------------------------------
+
+
+def test_check_on_the_example_config_prints_flows_bindings_and_redacted_config(
+    in_repo: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "check", "--config", "config/daemon.toml")
+    assert code == EXIT_OK, err
+    assert "orders_from_file" in out and "(file config/flows/orders_from_file.json)" in out
+    assert "queue routilux.orders -> orders (entry validate.trigger)" in out
+    assert "every 30s -> heartbeat (entry beat.trigger)" in out
+    assert 'cron "*/5 * * * *" UTC -> heartbeat' in out
+    assert "amqp://guest:***@127.0.0.1:5672/" in out and "guest:guest" not in out
+    assert out.rstrip().endswith("OK")
+
+
+def test_check_lists_every_problem_one_per_line_and_exits_1(
+    in_repo: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path,
+        """
+        [flows]
+        modules = ["examples.daemon_flows", "no_such_flows_module"]
+        paths = ["missing_dir"]
+        [[triggers]]
+        type = "amqp"
+        flow = "orderz"
+        queue = "q"
+        [[triggers]]
+        type = "amqp"
+        flow = "orders"
+        queue = "q2"
+        entry = "validate.nope"
+        """,
+    )
+    code, out, err = run_cli(capsys, "--config", str(config), "check")
+    assert code == EXIT_CONFIG
+    lines = err.strip().splitlines()
+    assert len(lines) == 5 and lines[-1] == "4 problem(s) found"
+    assert "no_such_flows_module" in lines[0]
+    assert "missing_dir" in lines[1]
+    assert "unknown flow 'orderz'" in lines[2]
+    assert "triggers[1] (amqp:q2)" in lines[3] and "nope" in lines[3]
+    assert "Traceback" not in err and out == ""
+
+
+def test_check_reports_every_config_key_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[runtime]\nthreads = 0\n[metrics]\nprot = 1\n[amqp]\nack = "later"\n')
+    code, _, err = run_cli(capsys, "check", "--config", str(config))
+    assert code == EXIT_CONFIG
+    assert "runtime.threads:" in err and "metrics.prot: unknown key" in err
+    assert "amqp.ack:" in err and "3 problem(s) found" in err
+
+
+def test_global_options_work_before_and_after_the_command(
+    in_repo: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = run_cli(capsys, "--config", "config/daemon.toml", "flows", "list")
+    after = run_cli(capsys, "flows", "list", "--config", "config/daemon.toml")
+    assert before[0] == after[0] == EXIT_OK
+    assert before[1] == after[1]
+
+
+def test_flows_list_shows_each_flow_with_its_triggers(
+    in_repo: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "flows", "list", "--config", "config/daemon.toml")
+    assert code == EXIT_OK
+    blocks = out.split("\n")
+    assert blocks[blocks.index("heartbeat") + 1].strip().startswith("interval:heartbeat")
+    assert blocks[blocks.index("orders") + 1].strip().startswith("amqp:routilux.orders")
+    assert blocks[blocks.index("orders_from_file") + 1].strip() == "(no triggers)"
+
+
+def test_missing_config_file_is_one_line_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "jobs", "list", "--config", str(tmp_path / "none.toml"))
+    assert code == EXIT_CONFIG and out == ""
+    assert err.strip().splitlines() == [
+        f"routilux-daemon: error: config file not found: {tmp_path / 'none.toml'}"
+    ]
+
+
+def test_debug_adds_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "--debug", "jobs", "list", "--config", str(tmp_path / "x"))
+    assert code == EXIT_CONFIG and "Traceback" in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(capsys, "frobnicate")[0] == EXIT_USAGE
+    assert run_cli(capsys, "jobs", "list", "--status", "sleeping")[0] == EXIT_USAGE
+
+
+def test_run_with_a_bad_config_exits_1_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[store]\nsynchronous = 'off'\n")
+    code, _, err = run_cli(capsys, "run", "--config", str(config))
+    assert code == EXIT_CONFIG and "store.synchronous" in err
+
+
+def test_python_dash_m_daemon_is_the_same_cli(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[runtime]\nthreads = -1\nbogus = 1\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == EXIT_CONFIG
+    assert "runtime.threads" in result.stderr and "runtime.bogus: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- jobs list / show -------------------------------------------------------------------
+
+
+def make_store(path: Path) -> None:
+    """A jobs table exactly as DESIGN.md §4 describes it, with three jobs."""
+    db = sqlite_utils.Database(path)
+    db.execute("PRAGMA journal_mode = WAL")
+    running_state = {
+        "status": "running",
+        "started_at": "2026-11-26T01:00:00.500000+00:00",
+        "routine_states": {"validate": {"seen": 1}},
+        "pending": {
+            "slots": {"store": {"input": [{"order": {}}, {"order": {}}]}},
+            "activations": [{"routine_id": "enrich", "data": {}, "attempt": 1}],
+            "timers": [{"kind": "retry", "due": 1764118923.5, "activation": {"routine_id": "x"}}],
+        },
+    }
+    failed_state = {"status": "failed", "error": {"type": "ValueError", "traceback": "TB\nline"}}
+    rows: list[dict[str, Any]] = [
+        job("j1", "orders", "completed", "2026-11-26T01:00:00+00:00", state={"status": "x"}),
+        job("j2", "orders", "running", "2026-11-26T01:00:01+00:00", state=running_state),
+        job("j3", "heartbeat", "failed", "2026-11-26T01:00:02+00:00", state=failed_state),
+    ]
+    db["jobs"].insert_all(rows, pk="job_id")
+
+
+def job(job_id: str, flow: str, status: str, created: str, state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "flow_id": flow,
+        "status": status,
+        "trigger": f"amqp:{flow}",
+        "dedupe_key": f"msg-{job_id}",
+        "created_at": created,
+        "updated_at": created,
+        "completed_at": created if status != "running" else None,
+        "error": "ValueError: bad order" if status == "failed" else None,
+        "state": json.dumps(state),
+    }
+
+
+@pytest.fixture
+def store_config(tmp_path: Path) -> Path:
+    config = write_config(tmp_path, "")
+    make_store(tmp_path / "jobs.db")
+    return config
+
+
+def test_jobs_list_prints_newest_first_and_filters(
+    store_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "jobs", "list", "--config", str(store_config))
+    assert code == EXIT_OK
+    lines = out.strip().splitlines()
+    assert lines[0].split() == [
+        "JOB_ID",
+        "FLOW",
+        "STATUS",
+        "TRIGGER",
+        "CREATED_AT",
+        "UPDATED_AT",
+        "ERROR",
+    ]
+    assert [line.split()[0] for line in lines[1:]] == ["j3", "j2", "j1"]
+    assert "ValueError: bad order" in lines[1]
+    code, out, _ = run_cli(
+        capsys, "jobs", "list", "--status", "completed", "--flow", "orders", "--json",
+        "--config", str(store_config),
+    )  # fmt: skip
+    assert [row["job_id"] for row in json.loads(out)] == ["j1"]
+    assert "state" not in json.loads(out)[0]
+
+
+def test_jobs_show_prints_state_and_pending_work(
+    store_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "jobs", "show", "j2", "--config", str(store_config))
+    assert code == EXIT_OK
+    assert "status:        running" in out
+    assert "started_at:    2026-11-26T01:00:00.500000+00:00" in out
+    assert 'validate: {"seen": 1}' in out
+    assert "slot store.input: 2 item(s)" in out
+    assert "activation enrich (attempt 1)" in out
+    assert "timer retry for x due 2025-11-26" in out
+    code, out, _ = run_cli(capsys, "jobs", "show", "j3", "--config", str(store_config))
+    assert "error:         ValueError: bad order" in out and "  TB\n  line" in out
+
+
+def test_jobs_show_json_and_unknown_job(
+    store_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(capsys, "jobs", "show", "j1", "--json", "--config", str(store_config))
+    assert code == EXIT_OK and json.loads(out)["dedupe_key"] == "msg-j1"
+    code, _, err = run_cli(capsys, "jobs", "show", "nope", "--config", str(store_config))
+    assert code == EXIT_CONFIG and "no job 'nope'" in err
+
+
+def test_jobs_on_a_missing_or_foreign_store_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "")
+    code, _, err = run_cli(capsys, "jobs", "list", "--config", str(config))
+    assert code == EXIT_CONFIG and "does not exist" in err and len(err.splitlines()) == 1
+    sqlite_utils.Database(tmp_path / "jobs.db")["other"].insert({"a": 1})
+    code, _, err = run_cli(capsys, "jobs", "list", "--config", str(config))
+    assert code == EXIT_CONFIG and "no jobs table" in err
+
+
+# -- publish / dlq replay (real RabbitMQ) -----------------------------------------------
+
+
+async def _broker_reachable() -> bool:
+    try:
+        connection = await aio_pika.connect(AMQP_URL, timeout=3)
+    except Exception:
+        return False
+    await connection.close()
+    return True
+
+
+@pytest.fixture
+def broker() -> str:
+    if not asyncio.run(_broker_reachable()):
+        if os.environ.get("ROUTILUX_REQUIRE_BROKER") == "1":
+            pytest.fail(f"RabbitMQ required but unreachable at {AMQP_URL}")
+        pytest.skip(f"RabbitMQ unreachable at {AMQP_URL}")
+    return AMQP_URL
+
+
+@pytest.fixture
+def queue_name(broker: str) -> Iterator[str]:
+    """A unique queue and its .dlq, declared durable; both deleted afterwards."""
+    name = f"test.cli.{uuid.uuid4().hex[:12]}"
+    asyncio.run(_declare(name, name + ".dlq"))
+    yield name
+    asyncio.run(_delete(name, name + ".dlq"))
+
+
+async def _declare(*names: str) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for name in names:
+            await channel.declare_queue(name, durable=True)
+
+
+async def _delete(*names: str) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+
+
+async def _drain(name: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        queue = await (await connection.channel()).declare_queue(name, passive=True)
+        messages = []
+        while (message := await queue.get(fail=False)) is not None:
+            await message.ack()
+            messages.append(message)
+        return messages
+
+
+async def _put(name: str, body: bytes, **properties: Any) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(aio_pika.Message(body, **properties), name)
+
+
+def amqp_config(tmp_path: Path, queue: str, url: str = AMQP_URL) -> Path:
+    trigger = f'[[triggers]]\ntype = "amqp"\nflow = "orders"\nqueue = "{queue}"\n'
+    return write_config(tmp_path, trigger, amqp_url=url)
+
+
+def test_publish_sends_a_persistent_json_message_with_a_message_id(
+    tmp_path: Path, queue_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = amqp_config(tmp_path, queue_name)
+    code, out, err = run_cli(
+        capsys, "publish", "orders", "--data", '{"order_id": "A1"}', "--config", str(config)
+    )
+    assert code == EXIT_OK, err
+    (message,) = asyncio.run(_drain(queue_name))
+    assert json.loads(message.body) == {"order_id": "A1"}
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert message.message_id and f"message_id={message.message_id}" in out
+    code, _, _ = run_cli(
+        capsys, "publish", "orders", "--data", "{}", "--message-id", "fixed-1",
+        "--config", str(config),
+    )  # fmt: skip
+    assert [m.message_id for m in asyncio.run(_drain(queue_name))] == ["fixed-1"]
+
+
+def test_publish_rejects_bad_data_unbound_flow_and_missing_queue(
+    tmp_path: Path, broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = amqp_config(tmp_path, f"test.cli.absent.{uuid.uuid4().hex[:8]}")
+    for argv, reason in [
+        (["orders", "--data", "[1, 2]"], "must be a JSON object"),
+        (["orders", "--data", "{oops"], "not valid JSON"),
+        (["heartbeat", "--data", "{}"], "has no amqp trigger"),
+        (["orders", "--data", "{}"], "does not exist"),
+    ]:
+        code, _, err = run_cli(capsys, "publish", *argv, "--config", str(config))
+        assert code == EXIT_CONFIG and reason in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_publish_with_the_broker_down_is_one_line_without_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = amqp_config(tmp_path, "q", url="amqp://guest:sekrit@127.0.0.1:1/")
+    code, _, err = run_cli(capsys, "publish", "orders", "--data", "{}", "--config", str(config))
+    assert code == EXIT_CONFIG
+    assert (
+        err.strip().splitlines() == [err.strip()]
+        and "cannot connect to amqp://guest:***@127.0.0.1:1/" in err
+    )
+    assert "sekrit" not in err
+
+
+def test_dlq_replay_moves_messages_back_without_dead_letter_headers(
+    tmp_path: Path, queue_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dlq = queue_name + ".dlq"
+    for n in range(3):
+        headers = {"x-routilux-error": "not a JSON object", "x-first-death-queue": queue_name}
+        asyncio.run(_put(dlq, f"body-{n}".encode(), message_id=f"m{n}", headers=headers | {"k": n}))
+    config = amqp_config(tmp_path, queue_name)
+    code, out, err = run_cli(capsys, "dlq", "replay", queue_name, "--config", str(config))
+    assert code == EXIT_OK, err
+    assert out.strip() == f"moved 3 message(s) from {dlq} to {queue_name}"
+    moved = asyncio.run(_drain(queue_name))
+    assert [(m.body, m.message_id, m.headers) for m in moved] == [
+        (f"body-{n}".encode(), f"m{n}", {"k": n}) for n in range(3)
+    ]
+    assert asyncio.run(_drain(dlq)) == []
+
+
+def test_dlq_replay_of_an_unknown_queue_exits_1(
+    tmp_path: Path, broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "")
+    code, _, err = run_cli(capsys, "dlq", "replay", "test.cli.none.xyz", "--config", str(config))
+    assert code == EXIT_CONFIG and "does not exist" in err
+
+
+# -- logging ----------------------------------------------------------------------------
+
+
+def test_json_logs_are_one_object_per_line_with_the_traceback_inside() -> None:
+    stream = io.StringIO()
+    handler = setup_logging("json", logging.INFO, stream)
+    try:
+        log = logging.getLogger("daemon.test")
+        try:
+            raise ValueError("bad\nvalue")
+        except ValueError:
+            log.exception("job %s failed", "j1", extra={"job_id": "j1"})
+    finally:
+        logging.getLogger().removeHandler(handler)
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["message"] == "job j1 failed" and record["level"] == "ERROR"
+    assert record["job_id"] == "j1" and "ValueError: bad" in record["exc"]
+
+
+def test_text_logs_escape_newlines_so_one_record_is_one_line() -> None:
+    stream = io.StringIO()
+    handler = setup_logging("text", logging.INFO, stream)
+    try:
+        logging.getLogger("daemon.test").warning("two\nlines")
+        logging.getLogger("daemon.test").debug("hidden at INFO")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    (line,) = stream.getvalue().splitlines()
+    assert line.endswith("WARNING daemon.test: two\\nlines")
+
+
+# -- run (real subprocess, systemd notify protocol) -------------------------------------
+
+
+def test_run_notifies_ready_serves_probes_and_drains_on_sigterm(tmp_path: Path) -> None:
+    notify_path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(notify_path)
+    listener.settimeout(30)
+    config = write_config(
+        tmp_path,
+        """
+        [metrics]
+        port = 0
+        [flows]
+        modules = ["examples.daemon_flows"]
+        [[triggers]]
+        type = "interval"
+        flow = "heartbeat"
+        seconds = 3600
+        """,
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NOTIFY_SOCKET": notify_path}
+    command = [
+        sys.executable,
+        "-m",
+        "daemon",
+        "--log-format",
+        "json",
+        "run",
+        "--config",
+        str(config),
+    ]
+    process = subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        with listener:
+            assert listener.recv(4096).startswith(b"READY=1")
+            port = _served_port(process)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+                assert response.status == 200
+            process.send_signal(signal.SIGTERM)
+            assert listener.recv(4096).startswith(b"STOPPING=1")
+        assert process.wait(timeout=60) == EXIT_OK
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def _served_port(process: subprocess.Popen[str]) -> int:
+    """The HTTP port, read from the daemon's JSON log line (one JSON object per line)."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        record = json.loads(line)
+        if record["message"].startswith("serving /metrics"):
+            return int(record["message"].rsplit(":", 1)[1])
+    raise AssertionError("the daemon exited before serving HTTP")
+
+
+def test_check_reports_a_store_path_that_cannot_be_created(
+    in_repo: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    config = tmp_path / "store.toml"
+    config.write_text(f'[store]\npath = "{blocker}/sub/jobs.db"\n')
+    code, _, err = run_cli(capsys, "check", "--config", str(config))
+    assert code == EXIT_CONFIG and f"store.path: {blocker}/sub/jobs.db" in err
+
+
+def test_a_closed_pipe_ends_output_quietly(tmp_path: Path) -> None:
+    """`routilux-daemon flows list | head -0` exits 0 without an error message."""
+    import subprocess
+    import sys
+
+    config = Path(__file__).resolve().parents[3] / "config" / "daemon.toml"
+    reader = subprocess.Popen(["head", "-c", "0"], stdin=subprocess.PIPE)
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "flows", "list", "--config", str(config)],
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[3],
+        check=False,
+    )
+    assert reader.stdin is not None
+    reader.stdin.close()
+    reader.wait(timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert "BrokenPipe" not in done.stderr

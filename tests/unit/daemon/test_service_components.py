@@ -1,0 +1,196 @@
+"""The service's small parts: job tracker, bridge, signals, message parsing, bindings."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import pytest
+
+from daemon.amqp.consumer import queue_arguments
+from daemon.amqp.intake import parse_body
+from daemon.amqp.publisher import result_body
+from daemon.bridge import Bridge
+from daemon.checkpoints.memory import MemoryCheckpointStore
+from daemon.metrics import Metrics
+from daemon.runtime_hooks import JobTracker
+from daemon.service_parts import queue_bindings, timer_specs
+from daemon.settings import Settings
+from daemon.signals import EXIT_FORCED, SignalHandler
+from routilux import Flow, Routine, Runtime
+from routilux.monitoring.flow_registry import FlowRegistry
+
+
+class Double(Routine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger")
+        self.define_event("out", ["n"])
+        self.set_logic(self.run)
+
+    def run(self, trigger: list[dict[str, Any]], policy_message: Any, job_state: Any) -> None:
+        for point in trigger:
+            self.emit("out", n=point["n"] * 2)
+
+
+class Keep(Routine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("input")
+        self.set_logic(self.run)
+
+    def run(self, input: list[dict[str, Any]], policy_message: Any, job_state: Any) -> None:
+        for point in input:
+            job_state.shared_data["n"] = point["n"]
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_tracker_reports_start_activations_and_end_and_resolves_waiters() -> None:
+    registry = FlowRegistry()
+    flow = Flow("pair")
+    flow.add_routine(Double(), "double")
+    flow.add_routine(Keep(), "keep")
+    flow.connect("double", "out", "keep", "input")
+    registry.register_by_name("pair", flow)
+    store = MemoryCheckpointStore()
+    metrics = Metrics("test")
+
+    async def main() -> dict[str, Any]:
+        tracker = JobTracker(store, metrics, Bridge(asyncio.get_running_loop(), threads=1))
+        runtime = Runtime(thread_pool_size=2, checkpointer=tracker, registry=registry)
+        try:
+            ended = tracker.wait_terminal("job-1")
+            tracker.expect("job-1", "amqp:q")
+            runtime.exec("pair", {"n": 21}, job_id="job-1")
+            return await asyncio.wait_for(ended, 10)
+        finally:
+            runtime.shutdown(wait=True, timeout=5)
+
+    snapshot = asyncio.run(main())
+    assert snapshot["status"] == "completed" and snapshot["shared_data"] == {"n": 42}
+    assert store.get_job("job-1") is not None
+    assert sample(metrics, "routilux_jobs_started_total", flow="pair") == 1
+    assert sample(metrics, "routilux_jobs_finished_total", flow="pair", status="completed") == 1
+    assert sample(metrics, "routilux_jobs_running", flow="pair") == 0
+    for routine in ("double", "keep"):
+        assert (
+            sample(
+                metrics, "routilux_activations_total", flow="pair", routine=routine, outcome="ok"
+            )
+            == 1
+        )
+    assert sample(metrics, "routilux_jobs_resumed_total", flow="pair") == 0
+
+
+def test_bridge_runs_blocking_calls_off_the_loop_and_hands_calls_back() -> None:
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        bridge = Bridge(loop, threads=2)
+        seen: list[str] = []
+        done = asyncio.Event()
+
+        def from_thread() -> str:
+            bridge.call_soon(seen.append, "called back")
+            bridge.call_soon(done.set)
+            return "ran"
+
+        try:
+            seen.append(await bridge.run_blocking(from_thread))
+            await asyncio.wait_for(done.wait(), 5)
+        finally:
+            bridge.close()
+        return seen
+
+    assert sorted(asyncio.run(main())) == ["called back", "ran"]
+
+
+def test_first_signal_drains_and_the_second_exits_at_once() -> None:
+    stops: list[int] = []
+    exits: list[int] = []
+    handler = SignalHandler(lambda: stops.append(1), exit_now=exits.append)
+    handler.handle(signal.SIGTERM)
+    assert stops == [1] and exits == []
+    handler.handle(signal.SIGINT)
+    assert stops == [1] and exits == [EXIT_FORCED]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object, got list"),
+        (b'"text"', "must be a JSON object, got str"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_refused_with_a_reason(
+    body: bytes, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_body(body)
+
+
+def test_a_json_object_body_becomes_the_entry_params() -> None:
+    assert parse_body(b'{"n": 1, "tags": ["a"]}') == {"n": 1, "tags": ["a"]}
+
+
+def test_the_reply_carries_exactly_the_contract_fields() -> None:
+    snapshot = {
+        "job_id": "j",
+        "flow_id": "f",
+        "status": "failed",
+        "error": {"type": "ValueError", "message": "bad"},
+        "shared_data": {"x": 1},
+        "routine_states": {"ignored": {}},
+    }
+    assert result_body(snapshot) == {
+        "job_id": "j",
+        "flow": "f",
+        "status": "failed",
+        "error": {"type": "ValueError", "message": "bad"},
+        "shared_data": {"x": 1},
+    }
+
+
+def test_bound_queues_dead_letter_to_their_own_dlq() -> None:
+    assert queue_arguments("orders", "routilux.dlx") == {
+        "x-dead-letter-exchange": "routilux.dlx",
+        "x-dead-letter-routing-key": "orders.dlq",
+    }
+
+
+def test_triggers_become_bindings_and_timer_specs_named_like_jobs_trigger() -> None:
+    settings = Settings(
+        triggers=[
+            {"type": "amqp", "flow": "a", "queue": "q1", "entry": "r.s"},
+            {"type": "interval", "flow": "b", "seconds": 5, "params": {"k": 1}},
+            {
+                "type": "cron",
+                "flow": "c",
+                "cron": "0 * * * *",
+                "timezone": "Europe/Berlin",
+                "id": "hourly",
+                "catch_up": "all",
+                "max_instances": 2,
+            },
+        ]
+    )
+    (binding,) = queue_bindings(settings.triggers)
+    assert (binding.queue, binding.flow, binding.trigger, binding.entry) == (
+        "q1",
+        "a",
+        "amqp:q1",
+        "r.s",
+    )
+    interval, cron = timer_specs(settings.triggers)
+    assert (interval.trigger_id, interval.seconds, interval.params) == ("interval:b", 5, {"k": 1})
+    assert (cron.trigger_id, cron.timezone, cron.catch_up, cron.max_instances) == (
+        "hourly",
+        "Europe/Berlin",
+        "all",
+        2,
+    )
