@@ -82,6 +82,8 @@ class JobState:
         self._committed_shared: dict[str, Any] = {}
         self._committed_log: list[Any] = []
         self.checkpoint_seq = 0
+        #: Activations committed so far, never bounded (the history is).
+        self.activation_count = 0
         self._pending: dict[str, Any] | None = None  # set by from_dict / at the job's end
         self._run: JobRun | None = None
 
@@ -250,6 +252,7 @@ class JobState:
         with self._lock:
             if record is not None:
                 self._history.append(record)
+                self.activation_count += 1
             if ctx is None:
                 return
             for routine_id, updates in ctx.routine_writes:
@@ -306,6 +309,7 @@ class JobState:
                 "shared_log": list(self._committed_log),
                 "execution_history": list(self._history),
                 "checkpoint_seq": self.checkpoint_seq,
+                "activation_count": self.activation_count,
                 "pending": pending,
             }
 
@@ -337,6 +341,7 @@ class JobState:
         dict.update(state._shared_data, copy.deepcopy(state._committed_shared))
         list.extend(state._shared_log, copy.deepcopy(state._committed_log))
         state.checkpoint_seq = int(data.get("checkpoint_seq", 0))
+        state.activation_count = int(data.get("activation_count", len(state._history)))
         state._pending = {**empty_pending(), **data.get("pending", {})}
         if state._status.is_terminal:
             state._mark_finished()

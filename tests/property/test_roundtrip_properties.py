@@ -103,6 +103,7 @@ snapshots = st.fixed_dictionaries(
         "shared_log": st.lists(json_values, max_size=4),
         "execution_history": st.lists(history_records, max_size=3),
         "checkpoint_seq": st.integers(0, 10**6),
+        "activation_count": st.integers(0, 10**6),
         "pending": pendings,
     }
 )
