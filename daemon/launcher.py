@@ -3,8 +3,9 @@
 The claim is the idempotency point: ``store.claim`` inserts the job row with its
 dedupe key durably *before* the job starts and returns the existing job when the
 key is known, so a redelivered message or a re-fired timer slot never starts a
-second job. ``Runtime.exec`` only queues work, so it is called on the loop; the
-job's logic runs on Runtime threads.
+second job. The claim, ``Runtime.exec`` (which takes the first snapshot) and the
+wait for that snapshot to be durable run together in one bridge thread, so the
+loop pays one hop per job; the job's logic runs on Runtime threads.
 """
 
 from __future__ import annotations

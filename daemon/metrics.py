@@ -9,6 +9,7 @@ new label value.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,6 +41,7 @@ class Metrics:
 
     def __init__(self, version: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._build_job_metrics()
         self._build_intake_metrics()
         build_info = Gauge(
@@ -135,27 +137,27 @@ class Metrics:
 
     def job_started(self, flow: str) -> None:
         """A new job of ``flow`` started (not a resume)."""
-        self._jobs_started.labels(flow=flow).inc()
-        self._jobs_running.labels(flow=flow).inc()
+        self._child(self._jobs_started, flow).inc()
+        self._child(self._jobs_running, flow).inc()
 
     def job_resumed(self, flow: str) -> None:
         """An unfinished job of ``flow`` was resumed from its checkpoint (counter only)."""
-        self._jobs_resumed.labels(flow=flow).inc()
+        self._child(self._jobs_resumed, flow).inc()
 
     def job_finished(self, flow: str, status: str, duration: float) -> None:
         """A started or resumed job reached ``status`` after ``duration`` seconds."""
-        self._jobs_finished.labels(flow=flow, status=status).inc()
-        self._job_duration.labels(flow=flow).observe(max(duration, 0.0))
-        self._jobs_running.labels(flow=flow).dec()
+        self._child(self._jobs_finished, flow, status).inc()
+        self._child(self._job_duration, flow).observe(max(duration, 0.0))
+        self._child(self._jobs_running, flow).dec()
 
     def activation(self, flow: str, routine: str, outcome: str, duration: float) -> None:
         """One activation of ``routine`` ended with ``outcome`` (ok|error|retry|skipped|...)."""
-        self._activations.labels(flow=flow, routine=routine, outcome=outcome).inc()
-        self._activation_duration.labels(flow=flow, routine=routine).observe(max(duration, 0.0))
+        self._child(self._activations, flow, routine, outcome).inc()
+        self._child(self._activation_duration, flow, routine).observe(max(duration, 0.0))
 
     def message(self, queue: str, outcome: str) -> None:
         """A message from ``queue`` was accepted, a duplicate, or rejected."""
-        self._messages.labels(queue=queue, outcome=outcome).inc()
+        self._child(self._messages, queue, outcome).inc()
 
     def dead_lettered(self, queue: str) -> None:
         """A message from ``queue`` was sent to its dead-letter queue."""
@@ -163,7 +165,7 @@ class Metrics:
 
     def trigger_fired(self, flow: str, trigger: str, lag: float | None = None) -> None:
         """``trigger`` started a job of ``flow``; ``lag``: seconds late (timers only)."""
-        self._trigger_fires.labels(flow=flow, trigger=trigger).inc()
+        self._child(self._trigger_fires, flow, trigger).inc()
         if lag is not None:
             self._schedule_lag.labels(trigger=trigger).set(max(lag, 0.0))
 
@@ -178,6 +180,15 @@ class Metrics:
     def set_amqp_connected(self, connected: bool) -> None:
         """Record whether the AMQP connection is up."""
         self._amqp_connected.set(1 if connected else 0)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, cached: labels() locks and validates on every call,
+        and the hot path asks for the same few children once per message and activation."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children.setdefault(key, metric.labels(*values))
+        return child
 
     def render(self) -> bytes:
         """The current metrics in Prometheus text format (see :data:`CONTENT_TYPE`)."""

@@ -56,7 +56,7 @@ class _JobRecord:
     flow: str
     trigger: str
     seq: int = -1
-    history_len: int = 0
+    activations: int = 0
 
 
 @dataclass(frozen=True)
@@ -228,27 +228,23 @@ def _log_events(events: list[_JobEvent]) -> None:
 def _new_history(record: _JobRecord, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     """Execution-history entries committed since the previous snapshot of the job.
 
-    The history is bounded, so once it stops growing a newer ``checkpoint_seq``
-    still means one more committed activation: its entry is the last one.
+    ``activation_count`` is unbounded while the history keeps only the newest entries,
+    so the count says how many of the newest entries are new.
     """
     history = snapshot.get("execution_history") or []
-    seq = int(snapshot.get("checkpoint_seq", record.seq + 1))
-    if record.seq < 0:
-        fresh: list[dict[str, Any]] = []  # first sight (start or resume): count nothing old
-    elif len(history) > record.history_len:
-        fresh = list(history[record.history_len :])
-    elif seq > record.seq and history and str(snapshot.get("status")) not in TERMINAL_STATUSES:
-        fresh = [history[-1]]
-    else:
-        fresh = []
-    record.seq = seq
-    record.history_len = len(history)
-    return fresh
+    count = int(snapshot.get("activation_count", len(history)))
+    first_sight = record.seq < 0  # start or resume: count nothing old
+    new = 0 if first_sight else max(0, count - record.activations)
+    record.seq = int(snapshot.get("checkpoint_seq", record.seq + 1))
+    record.activations = count
+    return list(history[-new:]) if new else []
 
 
 def _seconds_between(start: Any, end: Any) -> float:
-    """Seconds between two ISO-8601 stamps; 0.0 when either is missing or bad."""
+    """Seconds from ``start`` to ``end``: epoch seconds or ISO-8601 stamps; 0.0 if unknown."""
     try:
+        if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+            return max(0.0, float(end) - float(start))
         return max(
             0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
         )

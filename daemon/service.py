@@ -147,9 +147,7 @@ class Service:
         )
         summary = await bridge.run_blocking(self._store.resume_all, self._runtime)
         _log_resume(summary)
-        self._http = HealthServer(
-            s.metrics.host, s.metrics.port, self.metrics.render, self.readiness
-        )
+        self._http = HealthServer(s.metrics.host, s.metrics.port, self._render, self.readiness)
         self._http.start()
         self._timers = TimerSource(
             timer_specs(s.triggers), StoreLedger(self._store), self._timer_launch
@@ -194,8 +192,15 @@ class Service:
 
     def _resumed_job_ended(self, job_id: str) -> None:
         """A job resumed from the store ended: its reply (if any) is only in the outbox."""
-        if self._intake is not None and self._consumer is not None and self._consumer.consuming:
-            self._spawn(self._intake.flush_outbox())
+        if self._intake is not None:
+            self._spawn(self._flush_when_durable(job_id))
+
+    async def _flush_when_durable(self, job_id: str) -> None:
+        # The outbox reads the job's row, so wait until its terminal snapshot is there.
+        if self._launcher is None or self._intake is None or self._consumer is None:
+            return
+        if await self._launcher.durable(job_id) and self._consumer.consuming:
+            await self._intake.flush_outbox()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -211,6 +216,19 @@ class Service:
         if launched.created:
             self.metrics.trigger_fired(spec.flow, spec.trigger_id, lag)
         return launched.ended
+
+    def _render(self) -> bytes:
+        """/metrics, with the oldest-unfinished-job gauge read from the store at scrape time.
+
+        Called from the HTTP thread; the store's read path is thread-safe.
+        """
+        store = self._store
+        if store is not None:
+            try:
+                self.metrics.set_oldest_pending_age(store.oldest_pending_age() or 0.0)
+            except Exception as exc:  # a scrape must not fail because the store is busy
+                logger.debug("oldest pending age unavailable: %s", exc)
+        return self.metrics.render()
 
     # ----------------------------------------------------------------- readiness
     def readiness(self) -> Readiness:

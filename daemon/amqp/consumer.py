@@ -121,14 +121,30 @@ class AmqpConsumer:
         self._connection = connection
         connection.close_callbacks.add(self._on_close)
         connection.reconnect_callbacks.add(self._on_reconnect)
-        try:
-            await self._declare_and_consume(connection)
-        except BrokerUnavailable as exc:
-            if self.fatal is not None and not self.fatal.done():
-                self.fatal.set_result(exc)
-            return
+        while True:
+            try:
+                await self._declare_and_consume(connection)
+                break
+            except BrokerUnavailable as exc:
+                if self.fatal is not None and not self.fatal.done():
+                    self.fatal.set_result(exc)
+                return
+            except Exception as exc:  # the connection dropped mid-declare: start over
+                logger.warning("amqp setup interrupted (%s); retrying", exc)
+                await self._discard_channel()
+                await asyncio.sleep(RECONNECT_INTERVAL)  # back-off, not a condition wait
+                await connection.connected.wait()
         self._on_state(True)
         logger.info("amqp consuming %d queue(s)", len(self._queues))
+
+    async def _discard_channel(self) -> None:
+        channel, self._channel = self._channel, None
+        self._queues.clear()
+        if channel is not None and not channel.is_closed:
+            try:
+                await channel.close()
+            except Exception as exc:
+                logger.debug("closing a half-set-up channel failed: %s", exc)
 
     async def _declare_and_consume(self, connection: AbstractRobustConnection) -> None:
         channel = await connection.channel(publisher_confirms=True)

@@ -7,8 +7,8 @@
    deliveries — and with them the broker's prefetch window — apply back-pressure.
 4. Claim the job by ``message_id`` and start it; a known key is a ``duplicate``
    (acked, nothing started), else ``accepted``.
-5. Ack when the first checkpoint is durable (``on_checkpoint``) or when the
-   terminal snapshot is durable (``on_complete``).
+5. Ack when the first checkpoint is durable (``on_checkpoint``, acks batched by
+   :mod:`daemon.amqp.acks`) or when the terminal snapshot is durable (``on_complete``).
 6. With ``reply_to``, the result goes out through the outbox when the job ends.
 
 A delivery whose channel died meanwhile is never acked on the new channel: the
@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from daemon.amqp.acks import AckBatcher, Settle
 from daemon.amqp.consumer import QueueBinding
 from daemon.amqp.publisher import Publisher, ReplyOutbox, ReplyTarget
 from daemon.bridge import Bridge
@@ -81,17 +82,39 @@ class Intake:
         self._outbox_lock = asyncio.Lock()
         self._live_replies: set[str] = set()
         self._flush_waiting = False
+        # on_complete settles deliveries far apart: a slow job would hold back the
+        # batched acks of every later delivery, so those are acked one by one.
+        self._acks = AckBatcher() if ack_mode == "on_checkpoint" else None
 
     def on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
         """Consumer callback: spawn the delivery's task and return at once."""
-        task = asyncio.get_running_loop().create_task(self._handle(queue, message))
+        if self._acks is not None:
+            self._acks.track(message)
+        task = asyncio.get_running_loop().create_task(self._handle_safely(queue, message))
         self._tasks[task] = message
         task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("delivery handling failed", exc_info=task.exception())
+
+    async def _handle_safely(self, queue: str, message: AbstractIncomingMessage) -> None:
+        try:
+            await self._handle(queue, message)
+        except Exception:  # a bug must not leave the delivery unsettled (it would block acks)
+            logger.exception("handling message %s from %s failed", message.message_id, queue)
+            await self._requeue(message)
+
+    async def _ack(self, message: AbstractIncomingMessage) -> None:
+        if self._acks is not None:
+            self._acks.settle(message, Settle.ACK)
+        else:
+            await _ack(message)
+
+    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+        if self._acks is not None:
+            self._acks.settle(message, Settle.REQUEUE)
+        else:
+            await _settle(message, requeue=True)
 
     def stop(self) -> None:
         """Accept nothing more; deliveries not yet started will be requeued."""
@@ -107,13 +130,15 @@ class Intake:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         for task, message in list(self._tasks.items()):
             task.cancel()
-            await _settle(message, requeue=True)
+            await self._requeue(message)
+        if self._acks is not None:
+            await self._acks.drain()
         if self._reply_tasks:
             await asyncio.wait(list(self._reply_tasks), timeout=timeout)
 
     async def _handle(self, queue: str, message: AbstractIncomingMessage) -> None:
         if not self._accepting:
-            await _settle(message, requeue=True)
+            await self._requeue(message)
             return
         try:
             params = parse_body(message.body)
@@ -122,7 +147,7 @@ class Intake:
             return
         async with _Slot(self._capacity) as slot:
             if not self._accepting:
-                await _settle(message, requeue=True)
+                await self._requeue(message)
                 return
             try:
                 launched = await self._launch(queue, params, message)
@@ -130,7 +155,7 @@ class Intake:
                 logger.error(
                     "message %s from %s not started (%s); requeued", message.message_id, queue, exc
                 )
-                await _settle(message, requeue=True)
+                await self._requeue(message)
                 return
             self._metrics.message(queue, "accepted" if launched.created else "duplicate")
             if launched.ended is not None:
@@ -161,9 +186,9 @@ class Intake:
             elif not launched.durable:
                 durable = await self._launcher.durable(launched.job_id)
         if durable:
-            await _ack(message)
+            await self._ack(message)
         else:  # never ack what the store did not commit; the claim dedupes the redelivery
-            await _settle(message, requeue=True)
+            await self._requeue(message)
 
     async def _reject(self, queue: str, message: AbstractIncomingMessage, reason: str) -> None:
         logger.warning("dead-lettering message %s from %s: %s", message.message_id, queue, reason)
@@ -171,11 +196,11 @@ class Intake:
             await self._publisher.dead_letter(queue, message, reason)
         except Exception as exc:  # not confirmed: leave it unacked, it comes back
             logger.warning("dead-letter publish failed (%s); message will be redelivered", exc)
-            await _settle(message, requeue=True)
+            await self._requeue(message)
             return
         self._metrics.message(queue, "rejected")
         self._metrics.dead_lettered(queue)
-        await _ack(message)
+        await self._ack(message)
 
     def _reply_recorder(self, message: AbstractIncomingMessage) -> Callable[[str], None] | None:
         """Records the reply target in the outbox (blocking) before the job can end."""

@@ -90,7 +90,9 @@ def make_daemon(
             config += INTERVAL_TRIGGER.format(
                 trigger_id=f"{prefix}-tick", seconds=interval, catch_up=catch_up
             )
-        daemon = Daemon(tmp_path, config)
+        home = tmp_path / f"daemon-{len(made)}"  # each replica keeps its own store
+        home.mkdir()
+        daemon = Daemon(home, config)
         made.append(daemon)
         if start:
             daemon.start(wait_ready=wait_ready)

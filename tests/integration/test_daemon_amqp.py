@@ -41,6 +41,7 @@ def test_each_message_starts_one_job_that_lands_in_the_store(
     assert daemon.metric("routilux_jobs_running", flow="chain") == 0
     assert daemon.metric("routilux_job_duration_seconds_count", flow="chain") == 20
     assert daemon.metric("routilux_checkpoint_seconds_count") == 20
+    assert daemon.metric("routilux_oldest_pending_job_age_seconds") == 0
     assert broker.count(f"{prefix}.in") == 0
     assert "job end id=" in daemon.log_text() and "trigger=amqp:" in daemon.log_text()
 

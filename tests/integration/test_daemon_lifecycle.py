@@ -154,3 +154,20 @@ def test_broker_restart_mid_load_resumes_consumption_without_loss(
     assert len(daemon.jobs()) == total
     assert daemon.metric("routilux_amqp_connected") == 1
     wait_for(lambda: broker.count(f"{prefix}.in") == 0, 10)
+
+
+def test_with_on_complete_a_crashed_replicas_messages_go_to_the_other(
+    make_daemon: Callable[..., Daemon], broker: Broker, prefix: str
+) -> None:
+    first = make_daemon(ack="on_complete", prefetch=5)
+    second = make_daemon(ack="on_complete", prefetch=5)
+    total = 10
+    broker.publish_many(f"{prefix}.in", [({"n": i, "sleep": 1.0}, f"r-{i}") for i in range(total)])
+    wait_for(lambda: first.metric("routilux_jobs_running", flow="chain") > 0, 10)
+    first.kill()  # its unacked deliveries go back to the queue, then to the other replica
+
+    def keys(daemon: Daemon) -> set[str]:
+        return {j["dedupe_key"] for j in daemon.completed()}
+
+    wait_for(lambda: keys(first) | keys(second) == {f"r-{i}" for i in range(total)}, 30)
+    wait_for(lambda: broker.count(f"{prefix}.in") == 0, 10)

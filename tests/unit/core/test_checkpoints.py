@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import MemoryCheckpointer
+from memory_checkpointer import MemoryCheckpointer
 from sample_routines import BatchSink, Fanout, chain_flow
 
 from routilux import ErrorHandler, ErrorStrategy, Flow, FlowRegistry, Runtime

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import MemoryCheckpointer
+from memory_checkpointer import MemoryCheckpointer
 from sample_routines import Collect, Gate, Source, chain_flow, gated_flow
 
 from routilux import Flow, FlowRegistry, JobState, ResumeError, Runtime

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from daemon.runtime_hooks import JobTracker
 from daemon.service_parts import queue_bindings, timer_specs
 from daemon.settings import Settings
 from daemon.signals import EXIT_FORCED, SignalHandler
-from routilux import Flow, Routine, Runtime
+from routilux import ErrorHandler, ErrorStrategy, Flow, Routine, Runtime
 from routilux.monitoring.flow_registry import FlowRegistry
 
 
@@ -84,6 +85,50 @@ def test_tracker_reports_start_activations_and_end_and_resolves_waiters() -> Non
             == 1
         )
     assert sample(metrics, "routilux_jobs_resumed_total", flow="pair") == 0
+
+
+class SlowFlaky(Routine):
+    """Sleeps 20 ms, then fails its first attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger")
+        self.set_error_handler(ErrorHandler(ErrorStrategy.RETRY, retry_delay=0.01))
+        self.set_logic(self.run)
+
+    def run(self, trigger: list[dict[str, Any]], policy_message: Any, job_state: Any) -> None:
+        time.sleep(0.02)
+        tries = job_state.shared_data.get("tries", 0) + 1
+        job_state.shared_data["tries"] = tries
+        if tries == 1:
+            raise ConnectionError("first try fails")
+
+
+def test_tracker_counts_each_activation_once_with_its_duration_across_retry_timers() -> None:
+    registry = FlowRegistry()
+    flow = Flow("flaky")
+    flow.add_routine(SlowFlaky(), "slow")
+    registry.register_by_name("flaky", flow)
+    store = MemoryCheckpointStore()
+    metrics = Metrics("test")
+
+    async def main() -> None:
+        tracker = JobTracker(store, metrics, Bridge(asyncio.get_running_loop(), threads=1))
+        runtime = Runtime(thread_pool_size=2, checkpointer=tracker, registry=registry)
+        try:
+            ended = tracker.wait_terminal("job-r")
+            tracker.expect("job-r", "interval:flaky")
+            runtime.exec("flaky", {}, job_id="job-r")
+            await asyncio.wait_for(ended, 10)
+        finally:
+            runtime.shutdown(wait=True, timeout=5)
+
+    asyncio.run(main())
+    labels = {"flow": "flaky", "routine": "slow"}
+    assert sample(metrics, "routilux_activations_total", outcome="retry", **labels) == 1
+    assert sample(metrics, "routilux_activations_total", outcome="ok", **labels) == 1
+    assert sample(metrics, "routilux_activation_duration_seconds_count", **labels) == 2
+    assert sample(metrics, "routilux_activation_duration_seconds_sum", **labels) >= 0.04
 
 
 def test_bridge_runs_blocking_calls_off_the_loop_and_hands_calls_back() -> None:
