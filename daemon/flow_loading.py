@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
+
 from daemon.errors import FlowLoadError
 from daemon.settings import AmqpTrigger, FlowsSettings, Trigger
 from routilux import Flow
@@ -149,10 +151,9 @@ def _read_flow_file(path: Path) -> dict[str, Any]:
 
 def _parse_yaml(text: str) -> Any:
     try:
-        import yaml  # type: ignore[import-untyped,unused-ignore]  # optional: YAML files only
-    except ImportError:
-        raise ValueError("YAML flow files need PyYAML (pip install pyyaml)") from None
-    return yaml.safe_load(text)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
 
 
 def trigger_problems(triggers: Sequence[Trigger], registry: Registry) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from apscheduler.triggers.cron import CronTrigger as ApsCronTrigger  # type: ignore[import-untyped]
+from apscheduler.triggers.cron import CronTrigger as ApsCronTrigger
 from pydantic import (
     BaseModel,
     ConfigDict,

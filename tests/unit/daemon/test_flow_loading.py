@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from daemon.errors import FlowLoadError
 from daemon.flow_loading import load_flows, require_flows, trigger_problems
@@ -148,19 +149,16 @@ def test_loading_the_same_flow_file_twice_is_harmless(modules_dir: Path) -> None
     assert registry.list_names() == ["orders_from_file"]
 
 
-def test_yaml_flow_file_loads_or_names_the_missing_parser(
-    modules_dir: Path, tmp_path: Path
-) -> None:
-    path = tmp_path / "flow.yaml"
-    path.write_text(json.dumps(orders_dict("yaml_flow")))  # JSON is valid YAML
+def test_yaml_flow_files_load_and_bad_yaml_is_named(modules_dir: Path, tmp_path: Path) -> None:
+    good = tmp_path / "flow.yaml"
+    good.write_text(yaml.safe_dump(orders_dict("yaml_flow")))
+    bad = tmp_path / "broken.yml"
+    bad.write_text("routines: [unclosed\n")
     registry = FlowRegistry()
-    report = load_flows(FlowsSettings(paths=[path]), registry)
-    try:
-        import yaml  # noqa: F401
-    except ImportError:
-        assert len(report.problems) == 1 and "PyYAML" in report.problems[0]
-    else:
-        assert registry.list_names() == ["yaml_flow"]
+    report = load_flows(FlowsSettings(paths=[good, bad]), registry)
+    assert registry.list_names() == ["yaml_flow"]
+    assert len(report.problems) == 1
+    assert "broken.yml" in report.problems[0] and "not valid YAML" in report.problems[0]
 
 
 def test_triggers_must_name_a_known_flow_and_an_existing_entry(modules_dir: Path) -> None:
