@@ -208,13 +208,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_flows_list(args: argparse.Namespace) -> int:
-    """Print each registered flow with the triggers bound to it."""
+def _loaded_flows(args: argparse.Namespace) -> tuple[Settings, FlowRegistry]:
+    """The settings and the registry with every configured flow loaded; raises on problems."""
     settings = load_settings(args.config)
     registry = FlowRegistry.get_instance()
     report = load_flows(settings.flows, registry)
     if report.problems:
         raise FlowLoadError(report.problems)
+    return settings, registry
+
+
+def cmd_flows_list(args: argparse.Namespace) -> int:
+    """Print each registered flow with the triggers bound to it."""
+    settings, registry = _loaded_flows(args)
     for name in sorted(registry.list_names()):
         bound = [t for t in settings.triggers if t.flow == name]
         print(name)
@@ -227,11 +233,7 @@ def cmd_flows_list(args: argparse.Namespace) -> int:
 
 def cmd_flows_graph(args: argparse.Namespace) -> int:
     """Print the flow registered as NAME as Mermaid ``flowchart`` or Graphviz DOT text."""
-    settings = load_settings(args.config)
-    registry = FlowRegistry.get_instance()
-    report = load_flows(settings.flows, registry)
-    if report.problems:
-        raise FlowLoadError(report.problems)
+    _, registry = _loaded_flows(args)
     flow = registry.get_by_name(args.name)
     if flow is None:
         known = ", ".join(sorted(registry.list_names())) or "none registered"

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from daemon.checkpoints import queries
 from daemon.checkpoints.errors import StoreError as CheckpointStoreError
 from daemon.checkpoints.records import JobRow
 from daemon.checkpoints.schema import open_read_connection
@@ -24,10 +25,6 @@ __all__ = ["JobRow", "format_detail", "format_table", "get_job", "list_jobs"]
 
 #: How long a read waits for the writer's lock before giving up.
 _BUSY_TIMEOUT_MS = 5000
-_COLUMNS = (
-    "job_id, flow_id, status, trigger, dedupe_key,"
-    " created_at, updated_at, completed_at, error, state"
-)
 
 
 def list_jobs(
@@ -38,20 +35,8 @@ def list_jobs(
     Raises:
         StoreError: the file is missing, unreadable, or has no ``jobs`` table.
     """
-    where, params = [], []
-    if status is not None:
-        where.append("status = ?")
-        params.append(status)
-    if flow is not None:
-        where.append("flow_id = ?")
-        params.append(flow)
-    sql = f"SELECT {_COLUMNS} FROM jobs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY created_at DESC, job_id LIMIT ?"
     with _reading(path) as conn:
-        rows = conn.execute(sql, [*params, limit]).fetchall()
-    return [_to_row(row) for row in rows]
+        return queries.list_jobs(conn, status, flow, limit)
 
 
 def get_job(path: Path, job_id: str) -> JobRow | None:
@@ -61,8 +46,7 @@ def get_job(path: Path, job_id: str) -> JobRow | None:
         StoreError: the file is missing, unreadable, or has no ``jobs`` table.
     """
     with _reading(path) as conn:
-        row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", [job_id]).fetchone()
-    return None if row is None else _to_row(row)
+        return queries.get_job(conn, job_id)
 
 
 @contextmanager
@@ -81,33 +65,6 @@ def _reading(path: Path) -> Iterator[sqlite3.Connection]:
         raise StoreError(f"cannot read {path}: {exc}") from None
     finally:
         conn.close()
-
-
-def _to_row(row: tuple[Any, ...]) -> JobRow:
-    state = row[9]
-    return JobRow(
-        job_id=row[0],
-        flow_id=row[1],
-        status=row[2],
-        trigger=row[3],
-        dedupe_key=row[4],
-        created_at=row[5],
-        updated_at=row[6],
-        completed_at=row[7],
-        error=row[8],
-        state=_parse_state(state),
-    )
-
-
-def _parse_state(text: str | None) -> dict[str, Any] | None:
-    # A torn or foreign value must not make the whole listing unreadable.
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def format_table(rows: list[JobRow]) -> str:

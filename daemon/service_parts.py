@@ -6,6 +6,7 @@ of steps, and so each translation is testable on its own.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from importlib import metadata
@@ -55,31 +56,20 @@ def timer_specs(triggers: Sequence[Trigger]) -> list[TimerSpec]:
     """One spec per interval/cron trigger, named like ``jobs.trigger``."""
     specs = []
     for t in triggers:
+        if not isinstance(t, (IntervalTrigger, CronTrigger)):
+            continue
+        spec = functools.partial(
+            TimerSpec,
+            trigger_id=t.name,
+            flow=t.flow,
+            params=dict(t.params),
+            catch_up=t.catch_up,
+            max_instances=t.max_instances,
+        )
         if isinstance(t, IntervalTrigger):
-            specs.append(
-                TimerSpec(
-                    trigger_id=t.name,
-                    flow=t.flow,
-                    kind="interval",
-                    params=dict(t.params),
-                    seconds=t.seconds,
-                    catch_up=t.catch_up,
-                    max_instances=t.max_instances,
-                )
-            )
-        elif isinstance(t, CronTrigger):
-            specs.append(
-                TimerSpec(
-                    trigger_id=t.name,
-                    flow=t.flow,
-                    kind="cron",
-                    params=dict(t.params),
-                    cron=t.cron,
-                    timezone=t.timezone,
-                    catch_up=t.catch_up,
-                    max_instances=t.max_instances,
-                )
-            )
+            specs.append(spec(kind="interval", seconds=t.seconds))
+        else:
+            specs.append(spec(kind="cron", cron=t.cron, timezone=t.timezone))
     return specs
 
 

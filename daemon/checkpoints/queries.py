@@ -34,8 +34,19 @@ def _job_row(row: tuple[Any, ...]) -> JobRow:
         updated_at=row[6],
         completed_at=row[7],
         error=row[8],
-        state=json.loads(row[9]) if row[9] is not None else None,
+        state=_parse_state(row[9]),
     )
+
+
+def _parse_state(text: str | None) -> dict[str, Any] | None:
+    # A torn or foreign value must not make a whole listing unreadable.
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def get_job(conn: sqlite3.Connection, job_id: str) -> JobRow | None:
