@@ -16,12 +16,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import DEFAULT_URL, Broker, FaultDaemon, PrivateBroker, broker_up, render_config
+from faultbroker import DEFAULT_URL, Broker, PrivateBroker, broker_up
+from faultkit import FaultDaemon, render_config
+
+
+def use_private_broker() -> bool:
+    """``FAULT_PRIVATE_BROKER=1``: run every test on this suite's own RabbitMQ node.
+
+    The long runs use it, so that other test runs stopping or loading the shared
+    broker cannot disturb a 30-minute measurement.
+    """
+    return os.environ.get("FAULT_PRIVATE_BROKER") == "1"
 
 
 @pytest.fixture(scope="session")
-def amqp_url() -> str:
-    """The shared broker; skipped if unreachable, failed under ROUTILUX_REQUIRE_BROKER=1."""
+def broker_node(request: pytest.FixtureRequest) -> str | None:
+    """The RabbitMQ node ``rabbitmqctl`` must ask (None: the local default node)."""
+    if use_private_broker():
+        return str(request.getfixturevalue("private_broker").node)
+    return None
+
+
+@pytest.fixture(scope="session")
+def amqp_url(request: pytest.FixtureRequest) -> str:
+    """The broker under test; skipped if unreachable, failed under ROUTILUX_REQUIRE_BROKER=1."""
+    if use_private_broker():
+        return str(request.getfixturevalue("private_broker").url)
     url = os.environ.get("ROUTILUX_TEST_AMQP_URL", DEFAULT_URL)
     if not broker_up(url):
         if os.environ.get("ROUTILUX_REQUIRE_BROKER") == "1":
@@ -36,14 +56,9 @@ def prefix() -> str:
     return f"rtx-fault-{uuid.uuid4().hex[:10]}"
 
 
-def scale(quick: int, long: int) -> int:
-    """``long`` when running the soak variants (``FAULT_LONG=1``), else ``quick``."""
-    return long if os.environ.get("FAULT_LONG") == "1" else quick
-
-
 @pytest.fixture
-def broker(amqp_url: str, prefix: str) -> Iterator[Broker]:
-    helper = Broker(amqp_url)
+def broker(amqp_url: str, broker_node: str | None, prefix: str) -> Iterator[Broker]:
+    helper = Broker(amqp_url, broker_node)
     helper.created += [f"{prefix}.in", f"{prefix}.in.dlq"]
     yield helper
     helper.delete(*helper.created)

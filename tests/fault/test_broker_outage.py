@@ -16,17 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from faultkit import (
-    Broker,
-    FaultDaemon,
-    PrivateBroker,
-    broker_up,
-    bulk_publish,
-    declare_queue,
-    json_messages,
-    report,
-    wait_for,
-)
+from faultbroker import Broker, PrivateBroker, broker_up, bulk_publish, declare_queue, json_messages
+from faultkit import FaultDaemon, report, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -90,7 +81,7 @@ def test_broker_outage_mid_load_loses_nothing_and_recovers_by_itself(
     rows = daemon.job_rows()
     assert sorted(r[2] for r in rows) == sorted(ids), "lost or duplicated jobs"
     assert Counter(r[1] for r in rows) == {"completed": messages}
-    helper = Broker(url)
+    helper = Broker(url, private_broker.node)
     wait_for(lambda: helper.count(queue) == 0, 10)
     assert helper.count(f"{queue}.dlq") == 0
     assert seen["health=200"] == sum(v for k, v in seen.items() if k.startswith("health="))

@@ -25,16 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from faultkit import (
-    Broker,
-    FaultDaemon,
-    bulk_publish,
-    declare_queue,
-    durable_steps,
-    json_messages,
-    report,
-    wait_for,
-)
+from faultbroker import Broker, bulk_publish, declare_queue, json_messages
+from faultkit import FaultDaemon, durable_steps, report, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.slow]
 

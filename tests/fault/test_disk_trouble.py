@@ -1,18 +1,25 @@
 """Scenario 6: the store's filesystem fills up or turns read-only under load, then recovers.
 
 The store lives on a small tmpfs mounted for the test (needs root and ``mount``;
-skipped otherwise). The trouble is made from outside: a filler file takes every
-free byte, or ``mount -o remount,ro``. While it lasts the daemon must stay
-alive, report ``/readyz`` 503, and ack nothing it could not make durable (every
-message published meanwhile is still on the broker). Once space or write access
-returns it must become ready again by itself and finish everything: each message
-exactly one completed job.
+skipped otherwise).
+
+* Full: a filler file takes every free byte under a running daemon. While that
+  lasts the daemon must stay alive, report ``/readyz`` 503, and ack nothing it
+  could not make durable (every message published meanwhile stays on the broker).
+  Once space returns it must become ready again by itself and finish everything:
+  each message exactly one completed job.
+* Read-only: the kernel refuses ``mount -o remount,ro`` while the store has files
+  open for writing (EBUSY), so a live daemon cannot be given a read-only disk here.
+  Instead the daemon is stopped, the filesystem remounted read-only and the daemon
+  started on it: it must exit 1 naming the store, leave every message on the
+  broker, and finish everything once started again on a writable disk.
 """
 
 from __future__ import annotations
 
 import errno
-import os
+import json
+import signal
 import subprocess
 import uuid
 from collections import Counter
@@ -20,17 +27,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import (
-    Broker,
-    FaultDaemon,
-    bulk_publish,
-    declare_queue,
-    json_messages,
-    queue_counts,
-    report,
-    wait_for,
-    watch,
-)
+from faultbroker import Broker, bulk_publish, declare_queue, json_messages
+from faultkit import FaultDaemon, report, wait_for, watch
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.slow]
 
@@ -85,15 +83,13 @@ def remount(mount_point: Path, mode: str) -> None:
     )
 
 
-@pytest.mark.parametrize("trouble", ["full", "read-only"])
-def test_store_disk_trouble_stops_acks_reports_unready_and_recovers(
+def test_a_full_store_disk_stops_acks_reports_unready_and_recovers(
     make_daemon: Callable[..., FaultDaemon],
     broker: Broker,
     small_disk: Path,
     amqp_url: str,
     prefix: str,
     queue: str,
-    trouble: str,
 ) -> None:
     before = [uuid.uuid4().hex for _ in range(50)]
     during = [uuid.uuid4().hex for _ in range(100)]
@@ -102,32 +98,19 @@ def test_store_disk_trouble_stops_acks_reports_unready_and_recovers(
     bulk_publish(amqp_url, queue, json_messages(before, pad=PAD))
     wait_for(lambda: daemon.status_counts().get("completed", 0) == len(before), 30, 0.1)
     filler = small_disk / "filler"
-    if trouble == "full":
-        filled = fill(filler)
-    else:
-        filled = 0
-        try:
-            remount(small_disk, "ro")
-        except subprocess.CalledProcessError as exc:
-            pytest.skip(
-                "read-only trouble cannot be made here: the kernel refuses to remount a "
-                f"filesystem read-only while the store has files open for writing ({exc})"
-            )
+    filled = fill(filler)
     try:
         bulk_publish(amqp_url, queue, json_messages(during, pad=PAD))
         wait_for(lambda: not daemon.ready(), 30, 0.1)
         reason = daemon.http("/readyz")[1]
         # Give the daemon time to do the wrong thing (ack, or die) while we watch.
-        watch(lambda: sum(queue_counts(queue)) == len(during) and daemon.alive(), 5)
-        held = queue_counts(queue)
+        watch(lambda: sum(broker.counts(queue)) == len(during) and daemon.alive(), 5)
+        held = broker.counts(queue)
         assert daemon.alive(), daemon.log_text()[-3000:]
         assert not daemon.ready()
         assert daemon.http("/healthz")[0] == 200
     finally:
-        if trouble == "full":
-            filler.unlink()
-        else:
-            remount(small_disk, "rw")
+        filler.unlink()
     daemon.wait_ready(60)
     total = len(before) + len(during)
     wait_for(lambda: daemon.status_counts().get("completed", 0) >= total, 60, 0.2)
@@ -138,16 +121,62 @@ def test_store_disk_trouble_stops_acks_reports_unready_and_recovers(
     assert broker.count(f"{queue}.dlq") == 0
     report(
         "disk_trouble",
-        trouble=trouble,
+        trouble="full",
         disk=DISK_SIZE,
         filler_bytes=filled,
         sent=total,
         sent_during_trouble=len(during),
         on_broker_during_trouble=f"{held[0]} ready + {held[1]} unacked",
-        readyz_reason=reason.strip()[:120].replace(" ", "_"),
+        readyz_reason=repr(json.loads(reason)["reason"][:40]),
         completed=len(rows),
         lost=0,
         duplicate_jobs=0,
     )
     daemon.kill()
-    os.sync()
+
+
+def test_a_read_only_store_disk_at_start_exits_1_and_loses_nothing(
+    make_daemon: Callable[..., FaultDaemon],
+    broker: Broker,
+    small_disk: Path,
+    amqp_url: str,
+    prefix: str,
+    queue: str,
+) -> None:
+    before = [uuid.uuid4().hex for _ in range(20)]
+    during = [uuid.uuid4().hex for _ in range(30)]
+    declare_queue(amqp_url, queue, f"{prefix}.dlx")
+    daemon = make_daemon(store=small_disk / "store.db")
+    bulk_publish(amqp_url, queue, json_messages(before))
+    wait_for(lambda: daemon.status_counts().get("completed", 0) == len(before), 30, 0.1)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(30) == 0
+    remount(small_disk, "ro")
+    try:
+        bulk_publish(amqp_url, queue, json_messages(during))
+        daemon.start(wait_ready=False)
+        code = daemon.wait_exit(30)
+        assert code == 1, daemon.log_text()[-2000:]
+        assert "checkpoint store" in daemon.log_text() and str(daemon.store) in daemon.log_text()
+        assert sum(broker.counts(queue)) == len(during)
+    finally:
+        remount(small_disk, "rw")
+    daemon.start()
+    total = len(before) + len(during)
+    wait_for(lambda: daemon.status_counts().get("completed", 0) >= total, 60, 0.2)
+    rows = daemon.job_rows()
+    assert sorted(r[2] for r in rows) == sorted(before + during)
+    assert Counter(r[1] for r in rows) == {"completed": total}
+    wait_for(lambda: broker.count(queue) == 0, 10)
+    assert broker.count(f"{queue}.dlq") == 0
+    report(
+        "disk_trouble",
+        trouble="read-only-at-start",
+        sent=total,
+        exit_code_on_read_only=code,
+        on_broker_while_down=len(during),
+        completed=len(rows),
+        lost=0,
+        duplicate_jobs=0,
+    )
+    daemon.kill()

@@ -5,6 +5,10 @@ that job and dies again, until the job has been resumed ``store.max_resumes``
 times without progress; then it is marked failed ("quarantined") and the daemon
 stays up. The test restarts the daemon whenever it died, exactly as systemd's
 ``Restart=always`` would, and counts.
+
+The passing test queues the poison message first, so it is always among the jobs
+charged a resume; the xfail tests pin what goes wrong when it is queued behind
+other work (see docs/reliability.md, "Findings").
 """
 
 from __future__ import annotations
@@ -14,22 +18,14 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from faultkit import (
-    Broker,
-    FaultDaemon,
-    bulk_publish,
-    declare_queue,
-    json_messages,
-    report,
-    wait_for,
-)
+from faultbroker import Broker, bulk_publish, declare_queue, json_messages
+from faultkit import FaultDaemon, report, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.slow]
 
 MAX_RESUMES = 3
-#: Restarts allowed before the test calls it an endless crash loop (see the xfail below:
-#: innocent jobs charged first delay the poison job's quarantine).
-MAX_RESTARTS = 30
+#: Restarts allowed before the test calls it an endless crash loop.
+MAX_RESTARTS = 12
 
 
 def settled(daemon: FaultDaemon, total: int) -> bool:
@@ -45,21 +41,25 @@ def run_poison_scenario(
     amqp_url: str,
     prefix: str,
     queue: str,
-    neighbour_sleep: float = 0.0,
+    *,
+    before: int = 0,
+    slow_neighbours: int = 0,
 ) -> tuple[FaultDaemon, list[str], str, int]:
-    """60 good messages around one poison message; restart after every crash.
+    """60 good messages and one poison message; restart after every crash.
 
-    The 3 good messages just before the poison one spend ``neighbour_sleep`` s in
-    ``s2``, so they are still in flight whenever the poison job kills the process.
+    ``before`` good messages are queued ahead of the poison one, the last
+    ``slow_neighbours`` of them spending 1 s in ``s2`` (so they are still in
+    flight whenever the poison job kills the process); the rest come after it.
     """
     good = [uuid.uuid4().hex for _ in range(60)]
     poison_id = f"poison-{uuid.uuid4().hex[:8]}"
     poison = [(json.dumps({"crash": True}).encode(), {"message_id": poison_id})]
+    fast = before - slow_neighbours
     declare_queue(amqp_url, queue, f"{prefix}.dlx")
-    bulk_publish(amqp_url, queue, json_messages(good[:27]))
-    bulk_publish(amqp_url, queue, json_messages(good[27:30], sleep=neighbour_sleep))
+    bulk_publish(amqp_url, queue, json_messages(good[:fast]))
+    bulk_publish(amqp_url, queue, json_messages(good[fast:before], sleep=1.0))
     bulk_publish(amqp_url, queue, poison)
-    bulk_publish(amqp_url, queue, json_messages(good[30:]))
+    bulk_publish(amqp_url, queue, json_messages(good[before:]))
     daemon = make_daemon(start=False, max_resumes=MAX_RESUMES)
     crashes = 0
     for _ in range(MAX_RESTARTS):
@@ -87,7 +87,7 @@ def test_a_job_that_crashes_the_process_is_quarantined_and_the_daemon_goes_on(
     assert rows[poison_id][1] == "failed"
     assert "quarantined" in (rows[poison_id][3] or "")
     assert {rows[k][1] for k in good} <= {"completed", "failed"}
-    assert crashes >= MAX_RESUMES + 1  # the first run, then one per allowed resume
+    assert crashes == MAX_RESUMES + 1  # the first run, then one per allowed resume
     bulk_publish(amqp_url, queue, json_messages(["after-quarantine"]))
     wait_for(lambda: daemon.status_counts().get("completed", 0) >= 1, 20)
     wait_for(lambda: ("after-quarantine",) in daemon.job_rows("dedupe_key"), 20)
@@ -122,7 +122,9 @@ def test_jobs_resumed_beside_a_poison_job_are_not_quarantined(
     prefix: str,
     queue: str,
 ) -> None:
-    daemon, good, _, _ = run_poison_scenario(make_daemon, amqp_url, prefix, queue, 1.0)
+    daemon, good, _, _ = run_poison_scenario(
+        make_daemon, amqp_url, prefix, queue, before=30, slow_neighbours=3
+    )
     rows = {r[2]: r for r in daemon.job_rows("job_id, status, dedupe_key, error")}
     failed = sorted((k, rows[k][3]) for k in good if rows[k][1] != "completed")
     assert failed == []
