@@ -42,15 +42,45 @@ class IntakeMetrics(Protocol):
     def dead_lettered(self, queue: str) -> None: ...
 
 
+#: Deepest nesting accepted in a body: deeper data could not be checkpointed quickly
+#: (orjson stops at 255 levels, and a snapshot wraps entry params in a few more).
+MAX_BODY_DEPTH = 200
+
+
 def parse_body(body: bytes) -> dict[str, Any]:
-    """The entry params of a message; raises ``ValueError`` with the reason otherwise."""
+    """The entry params of a message; raises ``ValueError`` with the reason otherwise.
+
+    Rejected: bytes that are not UTF-8 JSON, anything but an object, NaN/Infinity
+    (not JSON, and no checkpoint could hold them), nesting deeper than
+    ``MAX_BODY_DEPTH``.
+    """
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"body is nested deeper than {MAX_BODY_DEPTH} levels") from None
     if not isinstance(value, dict):
         raise ValueError(f"body must be a JSON object, got {type(value).__name__}")
+    if _depth_exceeds(value, MAX_BODY_DEPTH):
+        raise ValueError(f"body is nested deeper than {MAX_BODY_DEPTH} levels")
     return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"body is not valid JSON: {name} is not a JSON number")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True if containers nest deeper than ``limit`` (iterative: no recursion limit)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 class Intake:

@@ -15,7 +15,7 @@ entry_params=body)``; if created, ``runtime.exec(flow, body, job_id=job_id)``; t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -94,9 +94,18 @@ class CheckpointStore(Protocol):
         """Fail an unfinished job with a reason."""
 
     def record_resumes(
-        self, jobs: Sequence[tuple[str, int]], charge_first: int | None = None
+        self, jobs: Sequence[tuple[str, int]], charge: Collection[str] | None = None
     ) -> dict[str, int]:
-        """Record resumes per (job_id, checkpoint_seq); consecutive ones without progress."""
+        """Record resumes per (job_id, checkpoint_seq); stalled resumes charged so far."""
+
+    def stalled_jobs(self, jobs: Sequence[tuple[str, int]]) -> set[str]:
+        """Which of ``jobs`` were resumed before and made no progress since."""
+
+    def set_probe(self, job_id: str | None) -> None:
+        """Durably record (or clear) the job being resumed on probation."""
+
+    def probe(self) -> str | None:
+        """The job that was on probation when the store was last written, if any."""
 
     def prune(self, now: datetime | None = None) -> int:
         """Delete finished jobs older than the retention period."""

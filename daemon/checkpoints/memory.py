@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -29,9 +29,10 @@ from daemon.checkpoints.records import (
     WriterStats,
     error_text,
     next_resume_counts,
+    stalled_jobs,
     utc_now_iso,
 )
-from daemon.checkpoints.resume import FlowLookup, default_registry, resume_jobs
+from daemon.checkpoints.resume import FlowLookup, Probation, default_registry, resume_jobs
 
 __all__ = ["MemoryCheckpointStore"]
 
@@ -60,6 +61,8 @@ class MemoryCheckpointStore:
         self._dedupe: dict[str, str] = {}
         self._entries: dict[str, dict[str, Any]] = {}
         self._resumes: dict[str, tuple[int, int]] = {}
+        self._probe: str | None = None
+        self._probation: Probation | None = None
         self._runs: dict[str, set[str]] = {}
         self._outbox: dict[str, _Outbox] = {}
         self._saved = 0
@@ -157,14 +160,30 @@ class MemoryCheckpointStore:
             return True
 
     def record_resumes(
-        self, jobs: Sequence[tuple[str, int]], charge_first: int | None = None
+        self, jobs: Sequence[tuple[str, int]], charge: Collection[str] | None = None
     ) -> dict[str, int]:
         """See SqliteCheckpointStore.record_resumes."""
         with self._lock:
             self._check_open()
-            counts = next_resume_counts(jobs, self._resumes, charge_first)
+            counts = next_resume_counts(jobs, self._resumes, charge)
             self._resumes.update(counts)
         return {job_id: count for job_id, (count, _) in counts.items()}
+
+    def stalled_jobs(self, jobs: Sequence[tuple[str, int]]) -> set[str]:
+        """See SqliteCheckpointStore.stalled_jobs."""
+        with self._lock:
+            return stalled_jobs(jobs, self._resumes)
+
+    def set_probe(self, job_id: str | None) -> None:
+        """See SqliteCheckpointStore.set_probe."""
+        with self._lock:
+            self._check_open()
+            self._probe = job_id
+
+    def probe(self) -> str | None:
+        """See SqliteCheckpointStore.probe."""
+        with self._lock:
+            return self._probe
 
     def prune(self, now: datetime | None = None) -> int:
         """See SqliteCheckpointStore.prune."""
@@ -282,7 +301,13 @@ class MemoryCheckpointStore:
 
     def resume_all(self, runtime: Any, registry: FlowLookup | None = None) -> ResumeSummary:
         """See SqliteCheckpointStore.resume_all."""
-        return resume_jobs(self, runtime, registry if registry is not None else default_registry())
+        summary, held = resume_jobs(
+            self, runtime, registry if registry is not None else default_registry()
+        )
+        if self._probation is not None:
+            self._probation.stop()
+        self._probation = Probation(self, runtime, held) if held else None
+        return summary
 
     @property
     def max_resumes(self) -> int:
@@ -308,6 +333,8 @@ class MemoryCheckpointStore:
         """Stop accepting writes; idempotent. Always True (nothing can be lost)."""
         with self._lock:
             self._closed = True
+        if self._probation is not None:
+            self._probation.stop(timeout)
         self._tracker.close()
         return True
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -20,6 +20,7 @@ __all__ = [
     "error_text",
     "made_progress",
     "next_resume_counts",
+    "stalled_jobs",
     "utc_now_iso",
 ]
 
@@ -83,27 +84,34 @@ def made_progress(seq: int, last_resume_seq: int) -> bool:
 def next_resume_counts(
     jobs: Sequence[tuple[str, int]],
     previous: Mapping[str, tuple[int, int]],
-    charge_first: int | None,
+    charge: Collection[str] | None,
 ) -> dict[str, tuple[int, int]]:
-    """New ``(consecutive stalled resumes, seq)`` per job, given ``previous`` of the same.
+    """New ``(stalled resumes charged, seq)`` per job, given ``previous`` of the same.
 
-    ``jobs`` are in resume order (oldest first, as resume_all starts them). A job that
-    progressed since its last resume starts again at 1. A stalled job is charged one
-    more resume only if it is among the first ``charge_first`` stalled jobs (None: all):
-    the Runtime starts queued work in FIFO order, so those were the ones that could be
-    running when the process died; the ones queued behind them are bystanders.
+    A job that progressed since its last resume (or was never resumed) starts again at
+    1. A stalled job is charged one more resume if it is in ``charge`` (None: every
+    stalled job): the daemon charges only the job it was probing when it died.
     """
     counts: dict[str, tuple[int, int]] = {}
-    charged = 0
     for job_id, seq in jobs:
         prev = previous.get(job_id)
         if prev is None or made_progress(seq, prev[1]):
             counts[job_id] = (1, seq)
-            continue
-        charge = charge_first is None or charged < charge_first
-        charged += 1
-        counts[job_id] = (prev[0] + 1 if charge else prev[0], seq)
+        else:
+            charged = charge is None or job_id in charge
+            counts[job_id] = (prev[0] + 1 if charged else prev[0], seq)
     return counts
+
+
+def stalled_jobs(
+    jobs: Sequence[tuple[str, int]], previous: Mapping[str, tuple[int, int]]
+) -> set[str]:
+    """Jobs resumed before that have not checkpointed real work since."""
+    return {
+        job_id
+        for job_id, seq in jobs
+        if (prev := previous.get(job_id)) is not None and not made_progress(seq, prev[1])
+    }
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -26,7 +26,7 @@ from daemon.checkpoints.records import (
     UnfinishedJob,
     WriterStats,
 )
-from daemon.checkpoints.resume import FlowLookup, default_registry, resume_jobs
+from daemon.checkpoints.resume import FlowLookup, Probation, default_registry, resume_jobs
 from daemon.checkpoints.schema import migrate, open_read_connection, open_write_connection
 from daemon.checkpoints.writer import SnapshotWriter
 
@@ -60,6 +60,7 @@ class SqliteCheckpointStore:
         pragmas: Mapping[str, int | str] | None = None,
     ) -> None:
         self.path = str(path)
+        self._probation: Probation | None = None
         self.synchronous = synchronous
         self.retention_days = retention_days
         self._max_resumes = max_resumes
@@ -135,14 +136,26 @@ class SqliteCheckpointStore:
         return self._call(lambda c: statements.mark_failed(c, job_id, reason))
 
     def record_resumes(
-        self, jobs: Sequence[tuple[str, int]], charge_first: int | None = None
+        self, jobs: Sequence[tuple[str, int]], charge: Collection[str] | None = None
     ) -> dict[str, int]:
-        """Record a resume per ``(job_id, seq)`` in resume order; return stalled-resume counts.
+        """Record a resume per ``(job_id, seq)``; return stalled resumes charged so far.
 
-        Only the first ``charge_first`` stalled jobs are charged (see
-        ``records.next_resume_counts``); None charges every stalled job.
+        A stalled job is charged only if it is in ``charge`` (None: every stalled job);
+        see ``records.next_resume_counts``.
         """
-        return self._call(lambda c: statements.record_resumes(c, jobs, charge_first))
+        return self._call(lambda c: statements.record_resumes(c, jobs, charge))
+
+    def stalled_jobs(self, jobs: Sequence[tuple[str, int]]) -> set[str]:
+        """Which of ``jobs`` were resumed before and made no progress since."""
+        return self._call(lambda c: statements.stalled(c, jobs))
+
+    def set_probe(self, job_id: str | None) -> None:
+        """Durably record (or clear) the job being resumed on probation."""
+        self._call(lambda c: statements.set_probe(c, job_id))
+
+    def probe(self) -> str | None:
+        """The job that was on probation when the store was last written, if any."""
+        return self._call(statements.get_probe)
 
     def prune(self, now: datetime | None = None) -> int:
         """Delete finished jobs older than retention_days (relative to ``now``); returns count.
@@ -213,7 +226,13 @@ class SqliteCheckpointStore:
 
     def resume_all(self, runtime: Any, registry: FlowLookup | None = None) -> ResumeSummary:
         """Resume every pending/running job on ``runtime`` (see ``resume.resume_jobs``)."""
-        return resume_jobs(self, runtime, registry if registry is not None else default_registry())
+        summary, held = resume_jobs(
+            self, runtime, registry if registry is not None else default_registry()
+        )
+        if self._probation is not None:
+            self._probation.stop()
+        self._probation = Probation(self, runtime, held) if held else None
+        return summary
 
     @property
     def max_resumes(self) -> int:
@@ -245,6 +264,8 @@ class SqliteCheckpointStore:
         Returns True if nothing was lost.
         """
         self._closed = True
+        if self._probation is not None:
+            self._probation.stop(timeout)
         return self._writer.close(timeout)
 
     def __enter__(self) -> SqliteCheckpointStore:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import orjson
@@ -17,6 +17,7 @@ from daemon.checkpoints.records import (
     TERMINAL_STATUSES,
     error_text,
     next_resume_counts,
+    stalled_jobs,
     utc_now_iso,
 )
 
@@ -26,11 +27,14 @@ __all__ = [
     "claim_job",
     "claim_schedule_run",
     "finish_outbox",
+    "get_probe",
     "mark_failed",
     "prune_finished",
     "record_resumes",
+    "set_probe",
     "snapshot_row",
     "snapshot_row_values",
+    "stalled",
 ]
 
 #: Insert or refresh a job from a snapshot. A terminal row is never overwritten, so a
@@ -135,13 +139,9 @@ def mark_failed(conn: sqlite3.Connection, job_id: str, reason: str) -> bool:
     return cur.rowcount == 1
 
 
-def record_resumes(
-    conn: sqlite3.Connection, jobs: Sequence[tuple[str, int]], charge_first: int | None
-) -> dict[str, int]:
-    """Record one resume per ``(job_id, seq)``; return consecutive resumes without progress.
-
-    See ``records.next_resume_counts`` for which stalled jobs are charged.
-    """
+def _previous_resumes(
+    conn: sqlite3.Connection, jobs: Sequence[tuple[str, int]]
+) -> dict[str, tuple[int, int]]:
     previous: dict[str, tuple[int, int]] = {}
     for job_id, _ in jobs:
         row = conn.execute(
@@ -149,7 +149,17 @@ def record_resumes(
         ).fetchone()
         if row is not None:
             previous[job_id] = (int(row[0]), int(row[1]))
-    counts = next_resume_counts(jobs, previous, charge_first)
+    return previous
+
+
+def record_resumes(
+    conn: sqlite3.Connection, jobs: Sequence[tuple[str, int]], charge: Collection[str] | None
+) -> dict[str, int]:
+    """Record one resume per ``(job_id, seq)``; return stalled resumes charged so far.
+
+    See ``records.next_resume_counts`` for which stalled jobs are charged.
+    """
+    counts = next_resume_counts(jobs, _previous_resumes(conn, jobs), charge)
     now = utc_now_iso()
     conn.executemany(
         "INSERT OR REPLACE INTO job_resumes (job_id, resumes, last_seq, updated_at)"
@@ -157,6 +167,27 @@ def record_resumes(
         [(job_id, count, seq, now) for job_id, (count, seq) in counts.items()],
     )
     return {job_id: count for job_id, (count, _) in counts.items()}
+
+
+def stalled(conn: sqlite3.Connection, jobs: Sequence[tuple[str, int]]) -> set[str]:
+    """Which of ``jobs`` were resumed before and made no progress since."""
+    return stalled_jobs(jobs, _previous_resumes(conn, jobs))
+
+
+def set_probe(conn: sqlite3.Connection, job_id: str | None) -> None:
+    """Record (or clear) the job being resumed on probation."""
+    if job_id is None:
+        conn.execute("DELETE FROM store_meta WHERE key = 'probing'")
+    else:
+        conn.execute(
+            "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('probing', ?)", (job_id,)
+        )
+
+
+def get_probe(conn: sqlite3.Connection) -> str | None:
+    """The job that was on probation when the store was last written, if any."""
+    row = conn.execute("SELECT value FROM store_meta WHERE key = 'probing'").fetchone()
+    return str(row[0]) if row is not None else None
 
 
 def prune_finished(conn: sqlite3.Connection, cutoff: str) -> int:

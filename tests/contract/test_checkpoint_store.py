@@ -203,18 +203,26 @@ def test_record_resumes_counts_only_resumes_without_progress(store: CheckpointSt
     assert store.record_resumes([("a", 7)]) == {"a": 1}
 
 
-def test_record_resumes_charges_only_the_first_stalled_jobs(store: CheckpointStore) -> None:
+def test_record_resumes_charges_only_the_named_stalled_jobs(store: CheckpointStore) -> None:
     jobs = [("j1", 3), ("j2", 3), ("j3", 3)]
-    assert store.record_resumes(jobs, charge_first=1) == {"j1": 1, "j2": 1, "j3": 1}
+    assert store.stalled_jobs(jobs) == set()
+    assert store.record_resumes(jobs, charge=set()) == {"j1": 1, "j2": 1, "j3": 1}
     # Next start: every job stalled (seq moved by the resume checkpoint only).
     stalled = [("j1", 4), ("j2", 4), ("j3", 4)]
-    assert store.record_resumes(stalled, charge_first=1) == {"j1": 2, "j2": 1, "j3": 1}
-    # j1 progressed; j2 is now the first stalled job and is charged.
-    assert store.record_resumes([("j1", 9), ("j2", 5), ("j3", 5)], charge_first=1) == {
-        "j1": 1,
-        "j2": 2,
-        "j3": 1,
-    }
+    assert store.stalled_jobs(stalled) == {"j1", "j2", "j3"}
+    assert store.record_resumes(stalled, charge={"j2"}) == {"j1": 1, "j2": 2, "j3": 1}
+    # j1 progressed and starts again at 1; j2 is charged again.
+    later = [("j1", 9), ("j2", 5), ("j3", 5)]
+    assert store.stalled_jobs(later) == {"j2", "j3"}
+    assert store.record_resumes(later, charge={"j2"}) == {"j1": 1, "j2": 3, "j3": 1}
+
+
+def test_the_probe_is_durable_until_cleared(store: CheckpointStore) -> None:
+    assert store.probe() is None
+    store.set_probe("j7")
+    assert store.probe() == "j7"
+    store.set_probe(None)
+    assert store.probe() is None
 
 
 def test_prune_removes_old_finished_jobs_only(store: CheckpointStore) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,16 +181,22 @@ def test_snapshot_resumes_across_a_compatible_flow_change(
 def test_job_that_never_progresses_is_quarantined_after_max_resumes(
     store: CheckpointStore, registry: FlowRegistry
 ) -> None:
-    store.save(snapshot_with_b_in_flight(registry))
+    snapshot = snapshot_with_b_in_flight(registry)
+    store.save(snapshot)
     registry.register_by_name("abc", chain("abc", ["a", "b", "c"], middle=GatedStep))
     GATES["job-1"] = threading.Event()
     abandoned: list[Runtime] = []
     try:
-        for _ in range(store.max_resumes):  # each "process" dies while b is running
+        # Each "process" dies while b runs. The first restart finds the job merely
+        # interrupted; from then on it is stalled, started on probation, and every
+        # death while it is the probe is charged to it.
+        for restart in range(1, store.max_resumes + 2):
             runtime = Runtime(thread_pool_size=1, checkpointer=store, registry=registry)
             abandoned.append(runtime)
             assert store.resume_all(runtime, registry).resumed == ["job-1"]
-            assert store.wait_durable("job-1", timeout=5)
+            resumed_seq = snapshot["checkpoint_seq"] + restart  # one checkpoint per resume
+            assert store.wait_durable("job-1", resumed_seq, timeout=5)
+            assert store.probe() == (None if restart == 1 else "job-1")
         runtime = Runtime(thread_pool_size=1, checkpointer=store, registry=registry)
         abandoned.append(runtime)
         summary = store.resume_all(runtime, registry)
@@ -202,6 +209,42 @@ def test_job_that_never_progresses_is_quarantined_after_max_resumes(
     row = store.get_job("job-1")
     assert row is not None and row.status == "failed"
     assert row.error is not None and row.error.startswith(expected)
+
+
+def test_jobs_stalled_beside_a_poison_job_are_not_quarantined_with_it(
+    store: CheckpointStore, registry: FlowRegistry
+) -> None:
+    """Only the job on probation when the process died is charged."""
+    snapshot = snapshot_with_b_in_flight(registry)
+    registry.register_by_name("abc", chain("abc", ["a", "b", "c"], middle=GatedStep))
+    jobs = [f"job-{i}" for i in range(1, 4)]
+    for job_id in jobs:
+        GATES[job_id] = threading.Event()
+        store.save({**snapshot, "job_id": job_id})
+    abandoned: list[Runtime] = []
+    try:
+        for _ in range(store.max_resumes + 2):
+            runtime = Runtime(thread_pool_size=4, checkpointer=store, registry=registry)
+            abandoned.append(runtime)
+            summary = store.resume_all(runtime, registry)
+            if "job-1" in summary.failed:
+                break
+            # job-1 (the oldest) is probed first and blocks forever: the others wait.
+            assert store.wait_durable("job-1", timeout=5)
+        GATES["job-2"].set()
+        GATES["job-3"].set()
+        for job_id in ("job-2", "job-3"):  # started one after the other by the probation
+            assert _eventually(lambda j=job_id: _status(store, j) == "completed", 10)
+    finally:
+        for job_id in jobs:
+            GATES.pop(job_id).set()
+        for runtime in abandoned:
+            runtime.shutdown(wait=True, timeout=10)
+    assert summary.failed["job-1"].startswith("quarantined")
+    assert set(summary.resumed) == {"job-2", "job-3"}
+    for job_id in ("job-2", "job-3"):
+        row = store.get_job(job_id)
+        assert row is not None and row.status == "completed", (job_id, row and row.error)
 
 
 def test_daemon_path_claim_exec_then_durable_before_ack(
@@ -219,3 +262,18 @@ def test_daemon_path_claim_exec_then_durable_before_ack(
     row = store.get_job("job-9")
     assert row is not None and row.status == "completed" and row.dedupe_key == "message-9"
     assert [r.job_id for r in store.list_jobs(flow="abc")] == ["job-9"]
+
+
+def _status(store: CheckpointStore, job_id: str) -> str | None:
+    row = store.get_job(job_id)
+    return row.status if row is not None else None
+
+
+def _eventually(predicate: Any, timeout: float) -> bool:
+    """Wait for a condition reached by other threads (the store's probation)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

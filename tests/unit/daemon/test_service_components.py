@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from typing import Any
@@ -239,3 +240,22 @@ def test_triggers_become_bindings_and_timer_specs_named_like_jobs_trigger() -> N
         "all",
         2,
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"a": NaN}', "NaN is not a JSON number"),
+        (b'{"a": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}", "nested deeper than 200 levels"),
+        (b"[" * 50_000 + b"]" * 50_000, "nested deeper than 200 levels"),
+    ],
+)
+def test_parse_body_rejects_non_json_numbers_and_deep_nesting(body: bytes, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_body(body)
+
+
+def test_parse_body_accepts_nesting_up_to_the_limit() -> None:
+    body = b'{"a": ' + b"[" * 199 + b"]" * 199 + b"}"
+    assert parse_body(body) == json.loads(body)
