@@ -39,7 +39,7 @@ docs: $(STAMP)
 	$(BIN)/python docs/gen_reference.py
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m soak tests/fault
+	$(BIN)/python tests/fault/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
