@@ -32,7 +32,7 @@ from daemon.checkpoints.records import (
     stalled_jobs,
     utc_now_iso,
 )
-from daemon.checkpoints.resume import FlowLookup, Probation, default_registry, resume_jobs
+from daemon.checkpoints.resume import FlowLookup, Probation, default_registry, resume_with_probation
 
 __all__ = ["MemoryCheckpointStore"]
 
@@ -301,12 +301,9 @@ class MemoryCheckpointStore:
 
     def resume_all(self, runtime: Any, registry: FlowLookup | None = None) -> ResumeSummary:
         """See SqliteCheckpointStore.resume_all."""
-        summary, held = resume_jobs(
-            self, runtime, registry if registry is not None else default_registry()
+        summary, self._probation = resume_with_probation(
+            self, runtime, registry if registry is not None else default_registry(), self._probation
         )
-        if self._probation is not None:
-            self._probation.stop()
-        self._probation = Probation(self, runtime, held) if held else None
         return summary
 
     @property

@@ -29,7 +29,14 @@ from daemon.checkpoints.records import ResumeSummary, UnfinishedJob
 from routilux.job_state import JobState
 from routilux.monitoring.flow_registry import FlowRegistry
 
-__all__ = ["FlowLookup", "Probation", "ResumableStore", "default_registry", "resume_jobs"]
+__all__ = [
+    "FlowLookup",
+    "Probation",
+    "ResumableStore",
+    "default_registry",
+    "resume_jobs",
+    "resume_with_probation",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +137,19 @@ def resume_jobs(
             len(held),
         )
     return summary, held
+
+
+def resume_with_probation(
+    store: ResumableStore, runtime: Any, registry: FlowLookup, previous: Probation | None
+) -> tuple[ResumeSummary, Probation | None]:
+    """``resume_jobs``, then a Probation for the held jobs (replacing ``previous``).
+
+    The store keeps the returned Probation and stops it when it closes.
+    """
+    summary, held = resume_jobs(store, runtime, registry)
+    if previous is not None:
+        previous.stop()
+    return summary, Probation(store, runtime, held) if held else None
 
 
 class Probation:

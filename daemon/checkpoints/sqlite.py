@@ -26,7 +26,7 @@ from daemon.checkpoints.records import (
     UnfinishedJob,
     WriterStats,
 )
-from daemon.checkpoints.resume import FlowLookup, Probation, default_registry, resume_jobs
+from daemon.checkpoints.resume import FlowLookup, Probation, default_registry, resume_with_probation
 from daemon.checkpoints.schema import migrate, open_read_connection, open_write_connection
 from daemon.checkpoints.writer import SnapshotWriter
 
@@ -226,12 +226,9 @@ class SqliteCheckpointStore:
 
     def resume_all(self, runtime: Any, registry: FlowLookup | None = None) -> ResumeSummary:
         """Resume every pending/running job on ``runtime`` (see ``resume.resume_jobs``)."""
-        summary, held = resume_jobs(
-            self, runtime, registry if registry is not None else default_registry()
+        summary, self._probation = resume_with_probation(
+            self, runtime, registry if registry is not None else default_registry(), self._probation
         )
-        if self._probation is not None:
-            self._probation.stop()
-        self._probation = Probation(self, runtime, held) if held else None
         return summary
 
     @property
