@@ -5,33 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_support import REPO, run_cli
 
-from daemon.cli import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, main
+from daemon.cli import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
 from routilux import FlowRegistry
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-def in_repo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Run from the repo root (the example config's relative paths) with a clean registry."""
-    monkeypatch.chdir(REPO)
-    monkeypatch.syspath_prepend(str(REPO))
-    registry = FlowRegistry.get_instance()
-    before = set(registry.list_names())
-    yield
-    for name in set(registry.list_names()) - before:
-        registry.unregister(name)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_graph_prints_mermaid_by_default_with_every_routine_and_connection(
