@@ -24,32 +24,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aio_pika
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from amqp_load import (  # noqa: E402
+    DEFAULT_URL,
+    PHASE_TIMEOUT,
+    Timings,
+    declare_queue,
+    delete_queues,
+    latency_stats,
+    publish_messages,
+    wait_until,
+)
+from baseline_consumers import DRAMATIQ_VENV, DramatiqImpl, RawImpl  # noqa: E402
 from common import machine_table, markdown_table, median  # noqa: E402
-
-DRAMATIQ_VENV = HERE / ".venvs" / "dramatiq"
-DEFAULT_URL = os.environ.get("ROUTILUX_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-#: Seconds any single phase may take before the round is reported as failed.
-PHASE_TIMEOUT = 120.0
-Timings = dict[str, float]  # message id -> unix time
 
 # --------------------------------------------------------------------------- flow
 # The daemon imports this module (flows.modules = ["daemon_bench"]) and calls
@@ -91,78 +91,6 @@ def register_flows(registry: Any) -> None:
     flow.connect("b", "out", "c", "input")
     flow.entry_routine_id = "a"
     registry.register_by_name("bench_chain", flow)
-
-
-# --------------------------------------------------------------------------- publishing
-
-
-async def _publish(url: str, queue: str, count: int, rate: float | None) -> Timings:
-    """Publish ``count`` messages ``{"n": i}``; paced at ``rate``/s if given.
-
-    Returns message id -> publish time. Unpaced publishing waits for confirms in
-    chunks so the pre-load is complete before the consumer starts.
-    """
-    sent: Timings = {}
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel(publisher_confirms=rate is None)
-        start = time.monotonic()
-        pending = []
-        for i in range(count):
-            if rate is not None:
-                delay = start + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)  # pacing, not waiting for a condition
-            mid = f"m{i}-{uuid.uuid4().hex[:8]}"
-            message = aio_pika.Message(
-                json.dumps({"n": i}).encode(),
-                message_id=mid,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            )
-            sent[mid] = time.time()
-            pending.append(channel.default_exchange.publish(message, routing_key=queue))
-            if rate is not None or len(pending) >= 500:
-                await asyncio.gather(*pending)
-                pending = []
-        await asyncio.gather(*pending)
-    finally:
-        await connection.close()
-    return sent
-
-
-async def _declare(url: str, queue: str, arguments: dict[str, Any] | None = None) -> None:
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        await channel.declare_queue(queue, durable=True, arguments=arguments)
-    finally:
-        await connection.close()
-
-
-async def _delete(url: str, *queues: str) -> None:
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        for queue in queues:
-            await channel.queue_delete(queue)
-    finally:
-        await connection.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll another process's progress (store, file) until ``predicate``; raise on timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
-        time.sleep(0.05)
-
-
-def latency_stats(sent: Timings, done: Timings) -> dict[str, float]:
-    lat = sorted((done[m] - t) * 1000 for m, t in sent.items() if m in done)
-    if not lat:
-        return {"p50_ms": float("nan"), "p99_ms": float("nan")}
-    return {"p50_ms": lat[len(lat) // 2], "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))]}
 
 
 # --------------------------------------------------------------------------- daemon
@@ -209,7 +137,7 @@ queue = "{queue}"
             "x-dead-letter-exchange": f"{self.queue}.dlx",
             "x-dead-letter-routing-key": f"{self.queue}.dlq",
         }
-        asyncio.run(_declare(self.url, self.queue, dlx))
+        asyncio.run(declare_queue(self.url, self.queue, dlx))
 
     def start(self) -> None:
         env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{REPO}")
@@ -256,160 +184,7 @@ queue = "{queue}"
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(60)
-        asyncio.run(_delete(self.url, self.queue, f"{self.queue}.dlq"))
-
-
-# --------------------------------------------------------------------------- raw loop
-
-
-async def _raw_consume(url: str, queue: str, out: Path) -> None:
-    """The raw consumer process: ack each message, log (id, received, acked) times."""
-    connection = await aio_pika.connect(url)
-    channel = await connection.channel()
-    await channel.set_qos(prefetch_count=100)
-    q = await channel.declare_queue(queue, durable=True)
-    finished = asyncio.Event()
-    with out.open("a", buffering=1) as fh:  # line-buffered: one write per message
-
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            received = time.time()
-            await message.ack()
-            fh.write(f"{message.message_id} {received} {time.time()}\n")
-
-        await q.consume(on_message)
-        await finished.wait()  # runs until terminated
-
-
-class RawImpl:
-    """aio-pika consume + ack, prefetch 100, in its own process."""
-
-    name = "raw aio-pika loop"
-
-    def __init__(self, url: str, tmp: Path, queue: str) -> None:
-        self.url, self.tmp, self.queue = url, tmp, queue
-        self.out = tmp / "raw.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def prepare(self) -> None:
-        asyncio.run(_declare(self.url, self.queue))
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--raw-consumer", self.queue, str(self.out)],
-            cwd=REPO,
-        )
-
-    def _lines(self) -> list[list[str]]:
-        if not self.out.exists():
-            return []
-        return [line.split() for line in self.out.read_text().splitlines() if line.strip()]
-
-    def wait_done(self, count: int) -> None:
-        wait_until(lambda: len(self._lines()) >= count, PHASE_TIMEOUT, f"{count} acks")
-
-    def completions(self) -> tuple[Timings, Timings]:
-        rows = self._lines()
-        return {r[0]: float(r[1]) for r in rows}, {r[0]: float(r[2]) for r in rows}
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-        asyncio.run(_delete(self.url, self.queue))
-
-
-# --------------------------------------------------------------------------- dramatiq
-
-DRAMATIQ_ACTOR = """
-import os, time, dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
-dramatiq.set_broker(RabbitmqBroker(url=os.environ["BENCH_URL"]))
-OUT = os.environ["BENCH_OUT"]
-
-@dramatiq.actor(queue_name=os.environ["BENCH_QUEUE"], max_retries=0)
-def step(mid, n):
-    received = time.time()
-    with open(OUT, "a") as fh:
-        fh.write(f"{mid} {received} {time.time()}\\n")
-"""
-
-DRAMATIQ_PUBLISH = """
-import json, sys, time
-import bench_actor
-count, rate = int(sys.argv[1]), float(sys.argv[2])
-sent, start = {}, time.monotonic()
-for i in range(count):
-    if rate > 0:
-        delay = start + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-    mid = f"d{i}-{time.time_ns()}"
-    sent[mid] = time.time()
-    bench_actor.step.send(mid, i)
-print(json.dumps(sent))
-"""
-
-
-class DramatiqImpl:
-    """Dramatiq worker (1 process, 8 threads) from its own venv."""
-
-    name = "dramatiq 1x8"
-
-    def __init__(self, url: str, tmp: Path, queue: str) -> None:
-        self.url, self.tmp, self.queue = url, tmp, queue
-        self.out = tmp / "dramatiq.log"
-        (tmp / "bench_actor.py").write_text(DRAMATIQ_ACTOR)
-        (tmp / "bench_publish.py").write_text(DRAMATIQ_PUBLISH)
-        self.env = dict(
-            os.environ,
-            BENCH_URL=url,
-            BENCH_OUT=str(self.out),
-            BENCH_QUEUE=queue,
-            PYTHONPATH=str(tmp),
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.py = DRAMATIQ_VENV / "bin" / "python"
-
-    def prepare(self) -> None:
-        pass  # dramatiq declares its own queues on first send
-
-    def publish(self, count: int, rate: float | None) -> Timings:
-        result = subprocess.run(
-            [str(self.py), str(self.tmp / "bench_publish.py"), str(count), str(rate or 0)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=PHASE_TIMEOUT,
-        )
-        return dict(json.loads(result.stdout.strip().splitlines()[-1]))
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                str(DRAMATIQ_VENV / "bin" / "dramatiq"),
-                "bench_actor",
-                "--processes",
-                "1",
-                "--threads",
-                "8",
-                "--path",
-                str(self.tmp),
-            ],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    wait_done = RawImpl.wait_done
-    completions = RawImpl.completions
-    _lines = RawImpl._lines
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-        asyncio.run(_delete(self.url, self.queue, f"{self.queue}.DQ", f"{self.queue}.XQ"))
+        asyncio.run(delete_queues(self.url, self.queue, f"{self.queue}.dlq"))
 
 
 # --------------------------------------------------------------------------- rounds
@@ -438,7 +213,7 @@ def run_round(
 def _send(impl: Any, url: str, queue: str, count: int, rate: float | None) -> Timings:
     if isinstance(impl, DramatiqImpl):
         return impl.publish(count, rate)
-    return asyncio.run(_publish(url, queue, count, rate))
+    return asyncio.run(publish_messages(url, queue, count, rate))
 
 
 def _measure(
@@ -514,11 +289,7 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,500", help="steady msgs/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=5.0, help="steady duration")
     parser.add_argument("--impls", default="daemon,raw,dramatiq")
-    parser.add_argument("--raw-consumer", nargs=2, metavar=("QUEUE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.raw_consumer:
-        asyncio.run(_raw_consume(args.url, args.raw_consumer[0], Path(args.raw_consumer[1])))
-        return
     kinds = [k for k in args.impls.split(",") if k]
     if "dramatiq" in kinds and not (DRAMATIQ_VENV / "bin" / "dramatiq").exists():
         print(
