@@ -6,6 +6,7 @@ wraps a whole group (snapshots plus requests) in one ``BEGIN IMMEDIATE … COMMI
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Collection, Sequence
@@ -22,7 +23,6 @@ from daemon.checkpoints.records import (
 )
 
 __all__ = [
-    "UPSERT_SNAPSHOT",
     "add_outbox",
     "claim_job",
     "claim_schedule_run",
@@ -35,18 +35,45 @@ __all__ = [
     "snapshot_row",
     "snapshot_row_values",
     "stalled",
+    "upsert_snapshots",
 ]
 
-#: Insert or refresh a job from a snapshot. A terminal row is never overwritten, so a
-#: job's terminal status is recorded exactly once. trigger/dedupe_key come from claim().
-UPSERT_SNAPSHOT = """
+#: Rows per upsert statement at most; 8 parameters a row stays far below SQLite's limit.
+MAX_ROWS_PER_STATEMENT = 256
+
+
+@functools.cache
+def _upsert_sql(rows: int) -> str:
+    """Insert or refresh ``rows`` jobs from snapshots. A terminal row is never
+    overwritten, so a job's terminal status is recorded exactly once.
+    trigger/dedupe_key come from claim()."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return f"""
 INSERT INTO jobs (job_id, flow_id, status, created_at, updated_at, completed_at, error, state)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+VALUES {values}
 ON CONFLICT (job_id) DO UPDATE SET
     flow_id = excluded.flow_id, status = excluded.status, updated_at = excluded.updated_at,
     completed_at = excluded.completed_at, error = excluded.error, state = excluded.state
 WHERE jobs.status NOT IN ('completed', 'failed', 'cancelled')
 """
+
+
+def upsert_snapshots(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Write ``snapshot_row`` tuples, many rows per statement.
+
+    Not executemany: the sqlite3 module releases the GIL around every statement step,
+    and with busy Runtime threads each re-acquisition waits out a switch interval, so
+    one row per step held the writer to a few dozen rows a second. Chunks are powers
+    of two, so a handful of prepared statements serve every group size.
+    """
+    start, size = 0, MAX_ROWS_PER_STATEMENT
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        chunk = rows[start : start + size]
+        conn.execute(_upsert_sql(size), [value for row in chunk for value in row])
+        start += size
+
 
 _TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 
@@ -72,7 +99,7 @@ _FALLBACK = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def snapshot_row(snapshot: dict[str, Any], now: str) -> tuple[Any, ...]:
-    """The UPSERT_SNAPSHOT parameters for one snapshot (JSON encoding happens here).
+    """The upsert_snapshots row of one snapshot (JSON encoding happens here).
 
     Raises TypeError/ValueError if the snapshot is not plain JSON.
     """

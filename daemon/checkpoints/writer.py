@@ -29,7 +29,7 @@ from daemon.checkpoints.errors import (
     translate_sqlite_error,
 )
 from daemon.checkpoints.records import TERMINAL_STATUSES, WriterStats, utc_now_iso
-from daemon.checkpoints.statements import UPSERT_SNAPSHOT, snapshot_row
+from daemon.checkpoints.statements import snapshot_row, upsert_snapshots
 
 __all__ = ["SnapshotWriter"]
 
@@ -48,8 +48,24 @@ class _Call:
     future: Future[Any]
 
 
-def _seq(snapshot: dict[str, Any]) -> int:
-    return int(snapshot.get("checkpoint_seq", 0))
+class _Deferred:
+    """A job changed to ``seq``; its snapshot is taken only when the group is written."""
+
+    __slots__ = ("seq", "take_snapshot")
+
+    def __init__(self, seq: int, take_snapshot: Callable[[], dict[str, Any]]) -> None:
+        self.seq = seq
+        self.take_snapshot = take_snapshot
+
+
+#: What waits to be written for a job: its newest snapshot, or the means to take it.
+_Entry = dict[str, Any] | _Deferred
+
+
+def _seq(entry: _Entry) -> int:
+    if isinstance(entry, _Deferred):
+        return entry.seq
+    return int(entry.get("checkpoint_seq", 0))
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -83,8 +99,10 @@ class SnapshotWriter:
         self._maintenance = maintenance
         self._maintenance_interval = maintenance_interval
         self._next_maintenance = time.monotonic() if maintenance else float("inf")
-        self._cv = threading.Condition()
-        self._pending: dict[str, dict[str, Any]] = {}
+        # Held via the bare lock (a C call) on the hot path; the condition wraps the same lock.
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._pending: dict[str, _Entry] = {}
         self._calls: list[_Call] = []
         self._stopping = False
         self._idle = False  # the writer waits for work (only then does submit() notify)
@@ -111,9 +129,20 @@ class SnapshotWriter:
 
         Returns False (and drops it) if the writer is stopping.
         """
-        job_id = snapshot["job_id"]
-        seq = _seq(snapshot)
-        with self._cv:
+        return self._queue(snapshot["job_id"], _seq(snapshot), snapshot)
+
+    def submit_deferred(
+        self, job_id: str, seq: int, take_snapshot: Callable[[], dict[str, Any]]
+    ) -> bool:
+        """Like submit, but the snapshot is taken by the writer when it writes the group.
+
+        ``take_snapshot()`` must be thread-safe and return a snapshot with a
+        ``checkpoint_seq`` of at least ``seq``. Returns False if the writer is stopping.
+        """
+        return self._queue(job_id, seq, _Deferred(seq, take_snapshot))
+
+    def _queue(self, job_id: str, seq: int, entry: _Entry) -> bool:
+        with self._lock:
             if self._stopping:
                 return False
             self._counts["received"] += 1
@@ -122,7 +151,10 @@ class SnapshotWriter:
                 self._counts["coalesced"] += 1
                 if _seq(previous) > seq:
                     return True
-            self._pending[job_id] = snapshot
+                if isinstance(previous, _Deferred) and isinstance(entry, _Deferred):
+                    previous.seq = seq  # it takes the newest snapshot anyway
+                    return True
+            self._pending[job_id] = entry
             if self._idle:  # a busy writer picks it up with its next group anyway
                 self._cv.notify()
         return True
@@ -135,7 +167,7 @@ class SnapshotWriter:
         then withdrawn and never runs), StoreClosedError if the store is closing.
         """
         fut: Future[T] = Future()
-        with self._cv:
+        with self._lock:
             if self._stopping:
                 raise StoreClosedError(self._path, "store is closed")
             self._calls.append(_Call(fn, fut))
@@ -152,7 +184,7 @@ class SnapshotWriter:
 
     def stats(self) -> WriterStats:
         """A consistent copy of the writer's counters."""
-        with self._cv:
+        with self._lock:
             c = dict(self._counts)
         return WriterStats(c["commits"], c["received"], c["committed"], c["coalesced"], c["failed"])
 
@@ -161,7 +193,7 @@ class SnapshotWriter:
 
         Returns True if everything queued was committed. Idempotent.
         """
-        with self._cv:
+        with self._lock:
             if not self._stopping:
                 self._stopping = True
                 self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -169,7 +201,7 @@ class SnapshotWriter:
             self._cv.notify()
         if self._thread.is_alive():
             self._thread.join(None if timeout is None else timeout + 1.0)
-        with self._cv:
+        with self._lock:
             return not self._thread.is_alive() and not self._pending and not self._calls
 
     # -- writer thread ------------------------------------------------------
@@ -180,14 +212,14 @@ class SnapshotWriter:
                 pass
         except Exception as exc:  # a bug: stay unhealthy for good rather than die silently
             logger.exception("checkpoint writer for %s crashed", self._path)
-            with self._cv:
+            with self._lock:
                 self._stopping = True
                 self._last_error = CheckpointStoreError(self._path, f"writer crashed: {exc!r}")
         finally:
             self._finish()
 
     def _finish(self) -> None:
-        with self._cv:
+        with self._lock:
             lost, calls = len(self._pending), self._calls
             self._calls = []
         if lost:
@@ -202,7 +234,7 @@ class SnapshotWriter:
 
     def _step(self) -> bool:
         """One transaction; returns False when the thread should end."""
-        with self._cv:
+        with self._lock:
             self._wait_for_work()
             batch, self._pending = self._pending, {}
             calls, self._calls = self._calls, []
@@ -212,7 +244,7 @@ class SnapshotWriter:
                 self._requeue(batch)
                 return self._pause_after_failure()
             self._backoff = BACKOFF_MIN
-        with self._cv:
+        with self._lock:
             return not (self._stopping and not self._pending and not self._calls)
 
     def _wait_for_work(self) -> None:
@@ -226,7 +258,7 @@ class SnapshotWriter:
 
     def _pause_after_failure(self) -> bool:
         delay, self._backoff = self._backoff, min(self._backoff * 2, BACKOFF_MAX)
-        with self._cv:
+        with self._lock:
             if self._stopping and self._deadline is not None:
                 remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
@@ -237,40 +269,38 @@ class SnapshotWriter:
             self._cv.wait_for(lambda: bool(self._calls) or self._wake_gen != gen, delay)
         return True
 
-    def _requeue(self, batch: dict[str, dict[str, Any]]) -> None:
-        with self._cv:
-            for job_id, snapshot in batch.items():
+    def _requeue(self, batch: dict[str, _Entry]) -> None:
+        with self._lock:
+            for job_id, entry in batch.items():
                 newer = self._pending.get(job_id)
-                if newer is None or _seq(newer) < _seq(snapshot):
-                    self._pending[job_id] = snapshot
+                if newer is None or _seq(newer) < _seq(entry):
+                    self._pending[job_id] = entry
 
     def _encode(
-        self, batch: dict[str, dict[str, Any]], now: str
+        self, batch: dict[str, _Entry], now: str
     ) -> tuple[list[tuple[Any, ...]], list[tuple[str, int, bool]]]:
         rows: list[tuple[Any, ...]] = []
         done: list[tuple[str, int, bool]] = []
-        for job_id, snapshot in batch.items():
+        for job_id, entry in batch.items():
             try:
+                snapshot = entry.take_snapshot() if isinstance(entry, _Deferred) else entry
                 rows.append(snapshot_row(snapshot, now))
-            except (TypeError, ValueError, RuntimeError):
-                # Not plain JSON, or (against the checkpointer contract) mutated while being
-                # encoded. Never reported durable; the job stays at its last commit.
+            except Exception:
+                # Not plain JSON, (against the checkpointer contract) mutated while being
+                # encoded, or the job could not be snapshotted. Never reported durable;
+                # the job stays at its last commit.
                 logger.exception("job %s: snapshot cannot be encoded; dropped", job_id)
                 continue
-            terminal = snapshot.get("status") in TERMINAL_STATUSES
-            done.append((job_id, _seq(snapshot), terminal))
+            done.append((job_id, _seq(snapshot), snapshot.get("status") in TERMINAL_STATUSES))
         return rows, done
 
-    def _commit(
-        self, batch: dict[str, dict[str, Any]], calls: list[_Call], maintenance: bool
-    ) -> bool:
+    def _commit(self, batch: dict[str, _Entry], calls: list[_Call], maintenance: bool) -> bool:
         rows, done = self._encode(batch, utc_now_iso())
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 # Snapshots first, so requests in the same group read what was saved before them.
-                if rows:
-                    self._conn.executemany(UPSERT_SNAPSHOT, rows)
+                upsert_snapshots(self._conn, rows)
                 outcomes = [o for c in calls if (o := self._run_call(c)) is not None]
                 if maintenance:
                     self._run_maintenance()
@@ -311,7 +341,7 @@ class SnapshotWriter:
             return call.future, False, exc
 
     def _failed(self, error: CheckpointStoreError, futures: list[Future[Any]]) -> None:
-        with self._cv:
+        with self._lock:
             self._counts["failed"] += 1
             first = self._last_error is None
             self._last_error = error
@@ -323,7 +353,7 @@ class SnapshotWriter:
                 fut.set_exception(error)
 
     def _succeeded(self, committed: int, maintenance: bool) -> None:
-        with self._cv:
+        with self._lock:
             self._counts["commits"] += 1
             self._counts["committed"] += committed
             recovered = self._last_error is not None

@@ -39,6 +39,14 @@ class Checkpointer(Protocol):
     def save(self, snapshot: dict[str, Any]) -> None: ...
 
 
+#: ``save_deferred(job_id, seq, take_snapshot)``: the optional faster form of ``save``
+#: for checkpointers that keep only the newest snapshot of a job per write. The job
+#: changed to ``seq``; ``take_snapshot()`` (thread-safe, callable any time later)
+#: returns a consistent snapshot at least that new. Snapshots the store would throw
+#: away are then never built.
+SaveDeferred = Callable[[str, int, Callable[[], dict[str, Any]]], None]
+
+
 @dataclass(frozen=True)
 class RunServices:
     """What a JobRun borrows from its Runtime."""
@@ -47,6 +55,7 @@ class RunServices:
     call_later: Callable[[float, Callable[[], None]], TimerHandle]
     checkpointer: Checkpointer | None
     on_finished: Callable[[JobRun], None]
+    save_deferred: SaveDeferred | None = None
 
 
 class JobRun:
@@ -408,10 +417,13 @@ class JobRun:
         checkpointer = self._services.checkpointer
         if checkpointer is None:
             return
-        self.job_state.checkpoint_seq += 1
-        snapshot = self.job_state._snapshot(self._pending())
+        state = self.job_state
+        state.checkpoint_seq += 1
         try:
-            checkpointer.save(snapshot)
+            if self._services.save_deferred is not None:
+                self._services.save_deferred(state.job_id, state.checkpoint_seq, state.to_dict)
+            else:
+                checkpointer.save(state._snapshot(self._pending()))
         except Exception:
             logger.exception("checkpointer failed for job %s", self.job_state.job_id)
 

@@ -47,7 +47,9 @@ class Runtime:
         checkpointer: optional object whose ``save(snapshot)`` receives a consistent
             snapshot of a job at its start, after every activation and at its end
             (see docs/architecture.md). It is called with the job's lock held: hand
-            the dict to another thread, don't write to disk inline.
+            the dict to another thread, don't write to disk inline. A checkpointer
+            that also has ``save_deferred(job_id, seq, take_snapshot)`` gets that
+            instead, and builds only the snapshots it keeps (docs/architecture.md).
         registry: where flows are looked up (default: ``FlowRegistry.get_instance()``).
         max_finished_jobs: finished jobs kept for ``get_job``/``list_jobs``; the oldest
             are forgotten first (their JobState objects stay valid for their holders).
@@ -68,7 +70,11 @@ class Runtime:
         self._pool = WorkerPool(thread_pool_size)
         self._timers = TimerQueue()
         self._services = RunServices(
-            self._pool.submit, self._timers.call_later, checkpointer, self._job_finished
+            self._pool.submit,
+            self._timers.call_later,
+            checkpointer,
+            self._job_finished,
+            getattr(checkpointer, "save_deferred", None),
         )
         self._cond = threading.Condition()
         self._state = RuntimeState.RUNNING

@@ -21,7 +21,8 @@ from daemon.checkpoints import (
     StoreLockedError,
     StoreReadOnlyError,
 )
-from daemon.checkpoints.schema import SCHEMA_VERSION
+from daemon.checkpoints.schema import SCHEMA_VERSION, migrate, open_write_connection
+from daemon.checkpoints.statements import MAX_ROWS_PER_STATEMENT, snapshot_row, upsert_snapshots
 from daemon.checkpoints.sqlite import SqliteCheckpointStore
 
 JOBS_COLUMNS = [
@@ -261,3 +262,67 @@ def test_stored_state_round_trips_exactly(store: SqliteCheckpointStore) -> None:
     assert store.wait_durable("j1", timeout=5)
     row = store.get_job("j1")
     assert row is not None and row.state == snap("j1", 1, shared_data=shared)
+
+
+class _Job:
+    """Stands in for a running job: the newest snapshot, and how often it was taken."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.seq = 0
+        self.taken = 0
+
+    def change(self, store: SqliteCheckpointStore) -> None:
+        self.seq += 1
+        store.save_deferred(self.job_id, self.seq, self.take)
+
+    def take(self) -> dict[str, Any]:
+        self.taken += 1
+        return snap(self.job_id, self.seq, status="completed" if self.seq >= 50 else "running")
+
+
+def test_deferred_snapshots_are_taken_only_when_written(store: SqliteCheckpointStore) -> None:
+    jobs = [_Job(f"d{i}") for i in range(20)]
+    for _ in range(50):
+        for job in jobs:
+            job.change(store)
+    assert all(store.wait_durable(job.job_id, seq=50, timeout=10) for job in jobs)
+    stats = store.stats()
+    taken = sum(job.taken for job in jobs)
+    assert stats.snapshots_received == 1000
+    assert taken == stats.snapshots_committed < 1000  # coalesced marks cost nothing
+    for job in jobs:
+        row = store.get_job(job.job_id)
+        assert row is not None and row.status == "completed" and row.state["checkpoint_seq"] == 50
+
+
+def test_a_deferred_snapshot_that_cannot_be_taken_is_never_reported_durable(
+    store: SqliteCheckpointStore,
+) -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("job vanished")
+
+    store.save_deferred("broken", 1, broken)
+    store.save_deferred("fine", 1, lambda: snap("fine", 1))
+    assert store.wait_durable("fine", timeout=5)
+    assert store.wait_durable("broken", timeout=0.2) is False
+    assert store.get_job("broken") is None
+    assert store.healthy
+
+
+@pytest.mark.parametrize("count", [1, 255, 256, 257, 1000])
+def test_a_group_is_written_with_few_statements(tmp_path: Path, count: int) -> None:
+    # One statement per row would hand the GIL back and forth per row (see upsert_snapshots).
+    path = str(tmp_path / "chunks.db")
+    conn = open_write_connection(path, synchronous="normal", busy_timeout_ms=1000)
+    migrate(conn, path)
+    inserts: list[str] = []
+    conn.set_trace_callback(lambda sql: inserts.append(sql) if "INSERT" in sql else None)
+    rows = [snapshot_row(snap(f"c{i}", 1), "2026-11-26T00:00:00+00:00") for i in range(count)]
+    conn.execute("BEGIN IMMEDIATE")
+    upsert_snapshots(conn, rows)
+    conn.execute("COMMIT")
+    assert len(inserts) <= count // MAX_ROWS_PER_STATEMENT + MAX_ROWS_PER_STATEMENT.bit_length()
+    stored = {r[0] for r in conn.execute("SELECT job_id FROM jobs")}
+    assert stored == {f"c{i}" for i in range(count)}
+    conn.close()
