@@ -22,8 +22,8 @@ from daemon.checkpoints import (
     StoreReadOnlyError,
 )
 from daemon.checkpoints.schema import SCHEMA_VERSION, migrate, open_write_connection
-from daemon.checkpoints.statements import MAX_ROWS_PER_STATEMENT, snapshot_row, upsert_snapshots
 from daemon.checkpoints.sqlite import SqliteCheckpointStore
+from daemon.checkpoints.statements import MAX_ROWS_PER_STATEMENT, snapshot_row, upsert_snapshots
 
 JOBS_COLUMNS = [
     "job_id",
