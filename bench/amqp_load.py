@@ -66,7 +66,7 @@ async def delete_queues(url: str, *queues: str) -> None:
     try:
         channel = await connection.channel()
         for queue in queues:
-            await channel.queuedelete_queues(queue)
+            await channel.queue_delete(queue)
     finally:
         await connection.close()
 

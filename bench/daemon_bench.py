@@ -168,8 +168,22 @@ queue = "{queue}"
         except sqlite3.OperationalError:
             return []
 
+    def _completed(self) -> int:
+        # A COUNT over the status index: polling must not steal the daemon's CPU.
+        if not self.store.exists():
+            return 0
+        try:
+            conn = sqlite3.connect(f"file:{self.store}?mode=ro", uri=True, timeout=5)
+            try:
+                query = "SELECT COUNT(*) FROM jobs WHERE status = 'completed'"
+                return int(conn.execute(query).fetchone()[0])
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:
+            return 0
+
     def wait_done(self, count: int) -> None:
-        wait_until(lambda: len(self._rows()) >= count, PHASE_TIMEOUT, f"{count} completed jobs")
+        wait_until(lambda: self._completed() >= count, PHASE_TIMEOUT, f"{count} completed jobs")
 
     def completions(self) -> tuple[Timings, Timings]:
         """(first seen, completed) unix times per message id."""

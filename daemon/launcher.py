@@ -1,11 +1,12 @@
-"""Start one job from any trigger: claim it in the store, then hand it to the Runtime.
+"""Start jobs from any trigger: claim them in the store, then hand them to the Runtime.
 
-The claim is the idempotency point: ``store.claim`` inserts the job row with its
-dedupe key durably *before* the job starts and returns the existing job when the
-key is known, so a redelivered message or a re-fired timer slot never starts a
-second job. The claim, ``Runtime.exec`` (which takes the first snapshot) and the
-wait for that snapshot to be durable run together in one bridge thread, so the
-loop pays one hop per job; the job's logic runs on Runtime threads.
+The claim is the idempotency point: ``store.claim_many`` inserts the job rows with
+their dedupe keys durably *before* the jobs start and returns the existing job when
+a key is known, so a redelivered message or a re-fired timer slot never starts a
+second job. Claims, ``Runtime.exec`` (which takes each job's first snapshot) and the
+wait for those snapshots to be durable run together in one bridge thread for a whole
+batch of deliveries, so the loop pays one hop per batch and the writer one
+transaction for its claims; the jobs' logic runs on Runtime threads.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from daemon.bridge import Bridge
+from daemon.checkpoints.records import Claim, ClaimRequest
 from daemon.runtime_hooks import JobTracker
 
 logger = logging.getLogger(__name__)
@@ -30,18 +32,9 @@ logger = logging.getLogger(__name__)
 class ClaimingStore(Protocol):
     """What the launcher needs of the checkpoint store (blocking calls)."""
 
-    def claim(
-        self,
-        job_id: str,
-        flow_id: str,
-        trigger: str,
-        dedupe_key: str | None,
-        entry_params: dict[str, Any] | None = None,
-    ) -> tuple[str, bool]: ...
+    def claim_many(self, claims: Sequence[ClaimRequest]) -> list[Claim]: ...
 
     def durable_future(self, job_id: str) -> concurrent.futures.Future[Any]: ...
-
-    def wait_durable(self, job_id: str, seq: int | None, timeout: float | None) -> bool: ...
 
 
 class JobRunner(Protocol):
@@ -64,21 +57,22 @@ DURABLE_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
-class _Start:
-    """Everything the blocking half of a launch needs."""
+class LaunchRequest:
+    """One job to claim and start (see :meth:`Launcher.launch`)."""
 
     flow: str
     params: dict[str, Any]
     trigger: str
     dedupe_key: str | None
-    before_start: Callable[[str], None] | None
-    entry: str | None
-    wait_durable: bool
+    #: Blocking; runs between the claim and the start of a new job.
+    before_start: Callable[[str], None] | None = None
+    #: ``"routine.slot"`` overriding the flow's entry.
+    entry: str | None = None
 
 
 @dataclass(frozen=True)
 class Launched:
-    """The outcome of :meth:`Launcher.launch`.
+    """The outcome of one launch.
 
     ``ended`` resolves with the terminal snapshot; it is ``None`` for a duplicate.
     """
@@ -88,6 +82,10 @@ class Launched:
     ended: asyncio.Future[dict[str, Any]] | None
     #: True when the first checkpoint was committed before launch returned.
     durable: bool = False
+
+
+#: What the blocking half reports per request: (job_id, created, durable) or the error.
+_Outcome = tuple[str, bool, bool] | Exception
 
 
 class Launcher:
@@ -130,57 +128,109 @@ class Launcher:
         ``entry`` (``"routine.slot"``) overrides the flow's entry. With
         ``wait_durable`` it returns only once the job's first checkpoint is committed.
 
-        The claim, the start and the durability wait happen in one blocking call off
-        the loop: the loop pays one hop per job, and ``Runtime.exec`` (which takes
-        the first snapshot) does not run on it.
-
         Raises whatever the store or ``Runtime.exec`` raises (the job row then stays
         pending with its entry params and is started by the next resume).
         """
-        proposed = self._new_job_id()
-        # Registered before the job can possibly end; dropped again for a duplicate.
-        ended = self._tracker.wait_terminal(proposed)
-        start = _Start(flow, params, trigger, dedupe_key, before_start, entry, wait_durable)
+        request = LaunchRequest(flow, params, trigger, dedupe_key, before_start, entry)
+        [outcome] = await self.launch_many([request], wait_durable=wait_durable)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def launch_many(
+        self, requests: Sequence[LaunchRequest], *, wait_durable: bool = False
+    ) -> list[Launched | Exception]:
+        """Launch many jobs with one store transaction for their claims; results in order.
+
+        The claims, the starts and the durability wait happen in one blocking call
+        off the loop: a batch of deliveries costs the loop one hop, and the writer
+        one transaction for the claims and usually one for the first checkpoints.
+        A request that fails (claim or start) gets its exception in its place.
+        """
+        proposed = [self._new_job_id() for _ in requests]
+        # Registered before the jobs can possibly end; dropped again for duplicates.
+        waiters = [self._tracker.wait_terminal(job_id) for job_id in proposed]
         try:
-            job_id, created, durable = await self._bridge.run_blocking(
-                self._claim_and_start, proposed, start
+            outcomes = await self._bridge.run_blocking(
+                self._claim_and_start, proposed, requests, wait_durable
             )
-        except BaseException:
-            self._tracker.forget(proposed)
-            raise
-        if not created:
-            self._tracker.forget(proposed)
-            logger.info("duplicate of job %s (key %s); not started again", job_id, dedupe_key)
-            return Launched(job_id, False, None)
-        return Launched(job_id, True, ended, durable)
+        except Exception as exc:  # the claims' transaction failed: nothing started
+            outcomes = [exc] * len(requests)
+        results: list[Launched | Exception] = []
+        for job_id, request, ended, outcome in zip(
+            proposed, requests, waiters, outcomes, strict=True
+        ):
+            if isinstance(outcome, Exception) or not outcome[1]:
+                self._tracker.forget(job_id)
+            if isinstance(outcome, Exception):
+                results.append(outcome)
+            elif not outcome[1]:
+                logger.info(
+                    "duplicate of job %s (key %s); not started again",
+                    outcome[0],
+                    request.dedupe_key,
+                )
+                results.append(Launched(outcome[0], False, None))
+            else:
+                results.append(Launched(outcome[0], True, ended, outcome[2]))
+        return results
 
     def _new_job_id(self) -> str:
         return uuid.UUID(int=self._ids.getrandbits(128), version=4).hex
 
-    def _claim_and_start(self, proposed: str, start: _Start) -> tuple[str, bool, bool]:
-        """Blocking part of :meth:`launch`, on a bridge thread."""
-        job_id, created = self._store.claim(
-            proposed, start.flow, start.trigger, start.dedupe_key, start.params
+    def _claim_and_start(
+        self, proposed: list[str], requests: Sequence[LaunchRequest], wait_durable: bool
+    ) -> list[_Outcome]:
+        """Blocking part of :meth:`launch_many`, on a bridge thread."""
+        claims = self._store.claim_many(
+            [
+                ClaimRequest(job_id, r.flow, r.trigger, r.dedupe_key, r.params)
+                for job_id, r in zip(proposed, requests, strict=True)
+            ]
         )
-        if not created:
-            return job_id, False, False
-        if start.before_start is not None:
-            start.before_start(job_id)
-        self._tracker.expect(job_id, start.trigger)
+        outcomes: list[_Outcome] = []
+        started: list[tuple[int, str, float]] = []
+        for request, claim in zip(requests, claims, strict=True):
+            if not claim.created:
+                outcomes.append((claim.job_id, False, False))
+                continue
+            try:
+                self._start(claim.job_id, request)
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            started.append((len(outcomes), claim.job_id, time.perf_counter()))
+            outcomes.append((claim.job_id, True, False))
+        if wait_durable and started:
+            self._wait_first_checkpoints(outcomes, started)
+        return outcomes
+
+    def _start(self, job_id: str, request: LaunchRequest) -> None:
+        if request.before_start is not None:
+            request.before_start(job_id)
+        self._tracker.expect(job_id, request.trigger)
         try:
             self._runtime.exec(
-                start.flow, entry_params=start.params, job_id=job_id, entry=start.entry
+                request.flow, entry_params=request.params, job_id=job_id, entry=request.entry
             )
         except BaseException:
             self._tracker.abandon(job_id)
             raise
-        if not start.wait_durable:
-            return job_id, True, False
-        began = time.perf_counter()
-        durable = self._store.wait_durable(job_id, None, DURABLE_TIMEOUT)
-        if durable and self._observe_checkpoint is not None:
-            self._observe_checkpoint(time.perf_counter() - began)
-        return job_id, True, durable
+
+    def _wait_first_checkpoints(
+        self, outcomes: list[_Outcome], started: list[tuple[int, str, float]]
+    ) -> None:
+        """Mark each started job durable once its first checkpoint commits (or time out)."""
+        futures = [self._store.durable_future(job_id) for _, job_id, _ in started]
+        concurrent.futures.wait(futures, timeout=DURABLE_TIMEOUT)
+        done_at = time.perf_counter()
+        for (index, job_id, began), future in zip(started, futures, strict=True):
+            if future.done() and not future.cancelled() and future.result():
+                outcomes[index] = (job_id, True, True)
+                if self._observe_checkpoint is not None:
+                    self._observe_checkpoint(done_at - began)
+            else:
+                future.cancel()
 
     async def durable(self, job_id: str) -> bool:
         """Wait until the newest snapshot saved so far for ``job_id`` is committed.

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from daemon.bridge import Bridge
+from routilux.job_state import JobState
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class Checkpointer(Protocol):
     """What the Runtime calls (docs/architecture.md, checkpointer protocol)."""
 
     def save(self, snapshot: dict[str, Any]) -> None: ...
+
+    def save_deferred(self, job_state: JobState, seq: int) -> None: ...
 
 
 class JobMetrics(Protocol):
@@ -55,7 +58,7 @@ class _JobRecord:
 
     flow: str
     trigger: str
-    seq: int = -1
+    seen: bool = False
     activations: int = 0
 
 
@@ -117,25 +120,63 @@ class JobTracker:
     def save(self, snapshot: dict[str, Any]) -> None:
         """Forward ``snapshot`` to the store, then observe it. Never blocks on I/O."""
         self._store.save(snapshot)
+        history = snapshot.get("execution_history") or []
         try:
-            self._observe(snapshot)
+            self._observe(
+                str(snapshot["job_id"]),
+                str(snapshot.get("flow_id")),
+                str(snapshot.get("status")),
+                int(snapshot.get("activation_count", len(history))),
+                history,
+                snapshot,
+            )
         except Exception:  # metrics must never break checkpointing
             logger.exception("observing snapshot of job %s failed", snapshot.get("job_id"))
 
-    def _observe(self, snapshot: dict[str, Any]) -> None:
-        job_id = str(snapshot["job_id"])
-        status = str(snapshot.get("status"))
+    def save_deferred(self, job_state: JobState, seq: int) -> None:
+        """The Runtime's faster form of ``save`` (docs/architecture.md, checkpointer protocol).
+
+        Observed straight from the JobState; a snapshot is built only for the terminal
+        checkpoint (its waiters need it), and that one is handed to the store as is.
+        """
+        status = job_state.status.value
+        if status in TERMINAL_STATUSES:
+            self.save(job_state.to_dict())
+            return
+        self._store.save_deferred(job_state, seq)
+        try:
+            self._observe(
+                job_state.job_id,
+                job_state.flow_id,
+                status,
+                job_state.activation_count,
+                job_state.execution_history,
+                None,
+            )
+        except Exception:  # metrics must never break checkpointing
+            logger.exception("observing job %s failed", job_state.job_id)
+
+    def _observe(
+        self,
+        job_id: str,
+        flow: str,
+        status: str,
+        activation_count: int,
+        history: list[dict[str, Any]],
+        snapshot: dict[str, Any] | None,
+    ) -> None:
+        """Feed metrics and events from one checkpoint (``snapshot`` given when terminal)."""
         with self._lock:
             record = self._jobs.get(job_id)
             if record is None:
                 trigger = self._triggers.pop(job_id, None)
-                record = _JobRecord(flow=str(snapshot.get("flow_id")), trigger=trigger or RESUMED)
+                record = _JobRecord(flow=flow, trigger=trigger or RESUMED)
                 self._jobs[job_id] = record
                 started = True
                 resumed = trigger is None
             else:
                 started = resumed = False
-            new_activations = _new_history(record, snapshot)
+            new_activations = _new_history(record, activation_count, history)
             if status in TERMINAL_STATUSES:
                 self._jobs.pop(job_id, None)
         if resumed:
@@ -150,7 +191,7 @@ class JobTracker:
                 str(entry.get("outcome")),
                 _seconds_between(entry.get("started_at"), entry.get("finished_at")),
             )
-        if status in TERMINAL_STATUSES:
+        if status in TERMINAL_STATUSES and snapshot is not None:
             self._finish(job_id, record, status, snapshot)
 
     def _finish(self, job_id: str, record: _JobRecord, status: str, snap: dict[str, Any]) -> None:
@@ -225,17 +266,17 @@ def _log_events(events: list[_JobEvent]) -> None:
             )
 
 
-def _new_history(record: _JobRecord, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
-    """Execution-history entries committed since the previous snapshot of the job.
+def _new_history(
+    record: _JobRecord, count: int, history: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Execution-history entries committed since the job was last observed.
 
-    ``activation_count`` is unbounded while the history keeps only the newest entries,
-    so the count says how many of the newest entries are new.
+    ``count`` (the job's ``activation_count``) is unbounded while the history keeps
+    only the newest entries, so the count says how many of the newest entries are new.
     """
-    history = snapshot.get("execution_history") or []
-    count = int(snapshot.get("activation_count", len(history)))
-    first_sight = record.seq < 0  # start or resume: count nothing old
+    first_sight = not record.seen  # start or resume: count nothing old
     new = 0 if first_sight else max(0, count - record.activations)
-    record.seq = int(snapshot.get("checkpoint_seq", record.seq + 1))
+    record.seen = True
     record.activations = count
     return list(history[-new:]) if new else []
 

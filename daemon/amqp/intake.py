@@ -6,7 +6,9 @@
 3. Wait for a free capacity slot (bounded by Runtime threads), so unacked
    deliveries — and with them the broker's prefetch window — apply back-pressure.
 4. Claim the job by ``message_id`` and start it; a known key is a ``duplicate``
-   (acked, nothing started), else ``accepted``.
+   (acked, nothing started), else ``accepted``. Deliveries that arrive in one loop
+   iteration are claimed and started together (one store transaction, one hop to
+   a bridge thread): per-delivery overhead on the loop is what bounds throughput.
 5. Ack when the first checkpoint is durable (``on_checkpoint``, acks batched by
    :mod:`daemon.amqp.acks`) or when the terminal snapshot is durable (``on_complete``).
 6. With ``reply_to``, the result goes out through the outbox when the job ends.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Protocol
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -29,7 +31,7 @@ from daemon.amqp.acks import AckBatcher, Settle
 from daemon.amqp.consumer import QueueBinding
 from daemon.amqp.publisher import Publisher, ReplyOutbox, ReplyTarget
 from daemon.bridge import Bridge
-from daemon.launcher import Launched, Launcher
+from daemon.launcher import Launched, Launcher, LaunchRequest
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,12 @@ class IntakeMetrics(Protocol):
 
     def dead_lettered(self, queue: str) -> None: ...
 
+
+#: Batches being claimed and started at once. Deliveries arriving meanwhile wait in
+#: the inbox and form the next batch, so batches grow with the load: measured with
+#: the daemon bench, 2 in flight gave batches of ~30 and twice the throughput of
+#: launching each delivery on its own (per-delivery hops dominated the loop's time).
+LAUNCHES_IN_FLIGHT = 2
 
 #: Deepest nesting accepted in a body: deeper data could not be checkpointed quickly
 #: (orjson stops at 255 levels, and a snapshot wraps entry params in a few more).
@@ -107,7 +115,9 @@ class Intake:
         self._ack_mode = ack_mode
         self._capacity = asyncio.Semaphore(capacity)
         self._accepting = True
-        self._tasks: dict[asyncio.Task[None], AbstractIncomingMessage] = {}
+        self._tasks: dict[asyncio.Task[None], list[AbstractIncomingMessage]] = {}
+        self._inbox: list[tuple[str, AbstractIncomingMessage]] = []
+        self._launching = 0
         self._reply_tasks: set[asyncio.Task[None]] = set()
         self._outbox_lock = asyncio.Lock()
         self._live_replies: set[str] = set()
@@ -117,22 +127,31 @@ class Intake:
         self._acks = AckBatcher() if ack_mode == "on_checkpoint" else None
 
     def on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
-        """Consumer callback: spawn the delivery's task and return at once."""
+        """Consumer callback: queue the delivery for this iteration's batch; never blocks."""
         if self._acks is not None:
             self._acks.track(message)
-        task = asyncio.get_running_loop().create_task(self._handle_safely(queue, message))
-        self._tasks[task] = message
-        task.add_done_callback(self._forget)
+        self._inbox.append((queue, message))
+        if len(self._inbox) == 1 and self._launching < LAUNCHES_IN_FLIGHT:
+            asyncio.get_running_loop().call_soon(self._start_batch)
+
+    def _start_batch(self) -> None:
+        if self._launching >= LAUNCHES_IN_FLIGHT:
+            return  # the next launch to finish starts it, with whatever arrived meanwhile
+        batch, self._inbox = self._inbox, []
+        if not batch:
+            return
+        self._track(self._handle_safely(batch), [message for _, message in batch])
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
 
-    async def _handle_safely(self, queue: str, message: AbstractIncomingMessage) -> None:
+    async def _handle_safely(self, batch: list[tuple[str, AbstractIncomingMessage]]) -> None:
         try:
-            await self._handle(queue, message)
-        except Exception:  # a bug must not leave the delivery unsettled (it would block acks)
-            logger.exception("handling message %s from %s failed", message.message_id, queue)
-            await self._requeue(message)
+            await self._handle(batch)
+        except Exception:  # a bug must not leave deliveries unsettled (they would block acks)
+            logger.exception("handling %d message(s) failed; requeued", len(batch))
+            for _, message in batch:
+                await self._requeue(message)
 
     async def _ack(self, message: AbstractIncomingMessage) -> None:
         if self._acks is not None:
@@ -158,54 +177,96 @@ class Intake:
         """
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
-        for task, message in list(self._tasks.items()):
+        for task, messages in list(self._tasks.items()):
             task.cancel()
-            await self._requeue(message)
+            for message in messages:
+                await self._requeue(message)
         if self._acks is not None:
             await self._acks.drain()
         if self._reply_tasks:
             await asyncio.wait(list(self._reply_tasks), timeout=timeout)
 
-    async def _handle(self, queue: str, message: AbstractIncomingMessage) -> None:
-        if not self._accepting:
-            await self._requeue(message)
-            return
-        try:
-            params = parse_body(message.body)
-        except ValueError as exc:
-            await self._reject(queue, message, str(exc))
-            return
-        async with _Slot(self._capacity) as slot:
+    async def _handle(self, batch: list[tuple[str, AbstractIncomingMessage]]) -> None:
+        valid: list[tuple[str, AbstractIncomingMessage, dict[str, Any]]] = []
+        for queue, message in batch:
             if not self._accepting:
                 await self._requeue(message)
-                return
+                continue
             try:
-                launched = await self._launch(queue, params, message)
-            except Exception as exc:  # e.g. store unhealthy: the broker keeps the message
-                logger.error(
-                    "message %s from %s not started (%s); requeued", message.message_id, queue, exc
-                )
+                valid.append((queue, message, parse_body(message.body)))
+            except ValueError as exc:  # dead-lettering waits for a confirm: not in the batch
+                self._track(self._reject(queue, message, str(exc)), [message])
+        slots = []
+        for _ in valid:
+            slots.append(await _Slot.take(self._capacity))
+        if not self._accepting:
+            for (_, message, _), slot in zip(valid, slots, strict=True):
+                slot.release()
                 await self._requeue(message)
-                return
-            self._metrics.message(queue, "accepted" if launched.created else "duplicate")
-            if launched.ended is not None:
-                slot.hold_until(launched.ended)
-                self._after_end(launched, message)
-            await self._ack_when_due(launched, message)
+            return
+        if valid:
+            self._launching += 1
+            try:
+                outcomes = await self._launch(valid)
+            finally:
+                self._launching -= 1
+                if self._inbox:
+                    asyncio.get_running_loop().call_soon(self._start_batch)
+            for item, slot, outcome in zip(valid, slots, outcomes, strict=True):
+                await self._settle_launch(item, slot, outcome)
 
     async def _launch(
-        self, queue: str, params: dict[str, Any], message: AbstractIncomingMessage
-    ) -> Launched:
-        binding = self._bindings[queue]
-        return await self._launcher.launch(
-            binding.flow,
-            params,
-            binding.trigger,
-            message.message_id,
-            before_start=self._reply_recorder(message),
-            entry=binding.entry,
-            wait_durable=self._ack_mode == "on_checkpoint",
+        self, valid: list[tuple[str, AbstractIncomingMessage, dict[str, Any]]]
+    ) -> list[Launched | Exception]:
+        requests = []
+        for queue, message, params in valid:
+            binding = self._bindings[queue]
+            requests.append(
+                LaunchRequest(
+                    binding.flow,
+                    params,
+                    binding.trigger,
+                    message.message_id,
+                    before_start=self._reply_recorder(message),
+                    entry=binding.entry,
+                )
+            )
+        return await self._launcher.launch_many(
+            requests, wait_durable=self._ack_mode == "on_checkpoint"
         )
+
+    async def _settle_launch(
+        self,
+        item: tuple[str, AbstractIncomingMessage, dict[str, Any]],
+        slot: _Slot,
+        outcome: Launched | Exception,
+    ) -> None:
+        queue, message, _ = item
+        if isinstance(outcome, Exception):  # e.g. store unhealthy: the broker keeps it
+            slot.release()
+            logger.error(
+                "message %s from %s not started (%s); requeued", message.message_id, queue, outcome
+            )
+            await self._requeue(message)
+            return
+        self._metrics.message(queue, "accepted" if outcome.created else "duplicate")
+        if outcome.ended is None:
+            slot.release()
+        else:
+            slot.release_when(outcome.ended)
+            self._after_end(outcome, message)
+        if self._acks is not None and (outcome.ended is None or outcome.durable):
+            self._acks.settle(message, Settle.ACK)  # the common case, without a task
+            return
+        self._track(self._ack_when_due(outcome, message), [message])
+
+    def _track(
+        self, work: Coroutine[Any, Any, None], messages: list[AbstractIncomingMessage]
+    ) -> None:
+        """Run ``work`` as a task whose unsettled ``messages`` settle() requeues on shutdown."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks[task] = messages
+        task.add_done_callback(self._forget)
 
     async def _ack_when_due(self, launched: Launched, message: AbstractIncomingMessage) -> None:
         durable = True
@@ -291,23 +352,21 @@ class Intake:
 
 
 class _Slot:
-    """One unit of Runtime capacity: released on exit, or when the job ends if held."""
+    """One unit of Runtime capacity, held until released or until the job ends."""
 
     def __init__(self, semaphore: asyncio.Semaphore) -> None:
         self._semaphore = semaphore
-        self._held = False
 
-    async def __aenter__(self) -> _Slot:
-        await self._semaphore.acquire()
-        return self
+    @classmethod
+    async def take(cls, semaphore: asyncio.Semaphore) -> _Slot:
+        await semaphore.acquire()
+        return cls(semaphore)
 
-    def hold_until(self, ended: asyncio.Future[Any]) -> None:
-        self._held = True
+    def release(self) -> None:
+        self._semaphore.release()
+
+    def release_when(self, ended: asyncio.Future[Any]) -> None:
         ended.add_done_callback(lambda _f: self._semaphore.release())
-
-    async def __aexit__(self, *exc: object) -> None:
-        if not self._held:
-            self._semaphore.release()
 
 
 async def _ack(message: AbstractIncomingMessage) -> None:

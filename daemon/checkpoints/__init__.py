@@ -32,6 +32,7 @@ from daemon.checkpoints.errors import (
 )
 from daemon.checkpoints.records import (
     Claim,
+    ClaimRequest,
     JobRow,
     OutboxEntry,
     ResumeSummary,
@@ -43,6 +44,7 @@ __all__ = [
     "CheckpointStore",
     "CheckpointStoreError",
     "Claim",
+    "ClaimRequest",
     "JobRow",
     "OutboxEntry",
     "ResumeSummary",
@@ -72,6 +74,9 @@ class CheckpointStore(Protocol):
     def save(self, snapshot: dict[str, Any]) -> None:
         """Queue a ``JobState.to_dict()`` snapshot (newest checkpoint_seq per job wins)."""
 
+    def save_deferred(self, job_state: Any, seq: int) -> None:
+        """The Runtime's deferred form of ``save``: ``job_state.to_dict()`` is taken later."""
+
     def wait_durable(
         self, job_id: str, seq: int | None = None, timeout: float | None = None
     ) -> bool:
@@ -89,6 +94,9 @@ class CheckpointStore(Protocol):
         entry_params: dict[str, Any] | None = None,
     ) -> Claim:
         """Durably insert a pending job unless its id or dedupe_key exists."""
+
+    def claim_many(self, claims: Sequence[ClaimRequest]) -> list[Claim]:
+        """``claim`` for many jobs at once (one transaction), results in order."""
 
     def mark_failed(self, job_id: str, reason: str) -> bool:
         """Fail an unfinished job with a reason."""

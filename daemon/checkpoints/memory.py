@@ -22,6 +22,7 @@ from daemon.checkpoints.records import (
     TERMINAL_STATUSES,
     UNFINISHED_STATUSES,
     Claim,
+    ClaimRequest,
     JobRow,
     OutboxEntry,
     ResumeSummary,
@@ -69,6 +70,11 @@ class MemoryCheckpointStore:
         self._closed = False
 
     # -- checkpointer -------------------------------------------------------
+
+    def save_deferred(self, job_state: Any, seq: int) -> None:
+        """See SqliteCheckpointStore.save_deferred; the twin takes the snapshot at once."""
+        del seq  # the snapshot carries it
+        self.save(job_state.to_dict())
 
     def save(self, snapshot: dict[str, Any]) -> None:
         """Store the snapshot (JSON round-tripped); it is durable on return."""
@@ -141,6 +147,10 @@ class MemoryCheckpointStore:
             if dedupe_key is not None:
                 self._dedupe[dedupe_key] = job_id
             return Claim(job_id, True)
+
+    def claim_many(self, claims: Sequence[ClaimRequest]) -> list[Claim]:
+        """See SqliteCheckpointStore.claim_many."""
+        return [self.claim(*request) for request in claims]
 
     def mark_failed(self, job_id: str, reason: str) -> bool:
         """See SqliteCheckpointStore.mark_failed."""

@@ -56,6 +56,16 @@ class Claim(NamedTuple):
     created: bool
 
 
+class ClaimRequest(NamedTuple):
+    """One job to claim with ``claim_many`` (the arguments of ``claim``)."""
+
+    job_id: str
+    flow_id: str
+    trigger: str | None = None
+    dedupe_key: str | None = None
+    entry_params: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class JobRow:
     """One row of the ``jobs`` table.

@@ -13,13 +13,14 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from daemon.checkpoints import queries, statements
 from daemon.checkpoints.durability import DurabilityTracker
 from daemon.checkpoints.errors import StoreClosedError, translate_sqlite_error
 from daemon.checkpoints.records import (
     Claim,
+    ClaimRequest,
     JobRow,
     OutboxEntry,
     ResumeSummary,
@@ -34,6 +35,14 @@ __all__ = ["SqliteCheckpointStore"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class Snapshottable(Protocol):
+    """What ``save_deferred`` needs of a ``routilux.JobState``."""
+
+    job_id: str
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 class SqliteCheckpointStore:
@@ -96,15 +105,14 @@ class SqliteCheckpointStore:
         if not self._writer.submit(snapshot):
             logger.warning("job %s: snapshot after close() dropped", snapshot["job_id"])
 
-    def save_deferred(
-        self, job_id: str, seq: int, take_snapshot: Callable[[], dict[str, Any]]
-    ) -> None:
+    def save_deferred(self, job_state: Snapshottable, seq: int) -> None:
         """The Runtime's faster form of ``save`` (docs/architecture.md): the job changed to
-        ``seq``, and the writer calls ``take_snapshot()`` when it writes the job's row, so
-        only the snapshots that are committed are ever built.
+        checkpoint ``seq``, and the writer calls ``job_state.to_dict()`` when it writes
+        the job's row, so only the snapshots that are committed are ever built.
         """
+        job_id = job_state.job_id
         self._tracker.note_saved(job_id, seq)
-        if not self._writer.submit_deferred(job_id, seq, take_snapshot):
+        if not self._writer.submit_deferred(job_id, seq, job_state.to_dict):
             logger.warning("job %s: snapshot after close() dropped", job_id)
 
     def wait_durable(
@@ -141,6 +149,17 @@ class SqliteCheckpointStore:
             lambda c: statements.claim_job(c, job_id, flow_id, trigger, dedupe_key, entry_params)
         )
         return Claim(job, created)
+
+    def claim_many(self, claims: Sequence[ClaimRequest]) -> list[Claim]:
+        """``claim`` for many jobs in one transaction; results in the order of ``claims``.
+
+        A later claim with the key (or id) of an earlier one in the same call is a
+        duplicate of it. Blocks until committed; cheaper than claim() per job.
+        """
+        if not claims:
+            return []
+        owned = self._call(lambda c: statements.claim_jobs(c, claims))
+        return [Claim(job, created) for job, created in owned]
 
     def mark_failed(self, job_id: str, reason: str) -> bool:
         """Fail an unfinished job with ``reason``; False if it is unknown or already final."""

@@ -16,6 +16,7 @@ import orjson
 
 from daemon.checkpoints.records import (
     TERMINAL_STATUSES,
+    ClaimRequest,
     error_text,
     next_resume_counts,
     stalled_jobs,
@@ -25,6 +26,7 @@ from daemon.checkpoints.records import (
 __all__ = [
     "add_outbox",
     "claim_job",
+    "claim_jobs",
     "claim_schedule_run",
     "finish_outbox",
     "get_probe",
@@ -151,6 +153,72 @@ def claim_job(
         if row is not None:
             return str(row[0]), False
     return job_id, False
+
+
+def claim_jobs(conn: sqlite3.Connection, claims: Sequence[ClaimRequest]) -> list[tuple[str, bool]]:
+    """``claim_job`` for many jobs, in order, with a few statements per chunk of claims.
+
+    A claim whose id or dedupe_key exists already (in the table, or earlier in
+    ``claims``) gets ``(owner's job_id, False)``. As in upsert_snapshots, the point is
+    to step SQLite a fixed number of times per chunk, not once per row: the ids that
+    existed and the owners of the keys come back as one aggregated JSON row each.
+    """
+    results: list[tuple[str, bool]] = []
+    for start in range(0, len(claims), MAX_ROWS_PER_STATEMENT):
+        results.extend(_claim_chunk(conn, claims[start : start + MAX_ROWS_PER_STATEMENT]))
+    return results
+
+
+def _claim_chunk(
+    conn: sqlite3.Connection, claims: Sequence[ClaimRequest]
+) -> list[tuple[str, bool]]:
+    now = utc_now_iso()
+    ids = [c.job_id for c in claims]
+    marks = ", ".join("?" * len(claims))
+    existed = set(
+        _json_column(
+            conn, f"SELECT json_group_array(job_id) FROM jobs WHERE job_id IN ({marks})", ids
+        )
+    )
+    rows = ", ".join(["(?, ?, 'pending', ?, ?, ?, ?)"] * len(claims))
+    conn.execute(
+        "INSERT OR IGNORE INTO jobs (job_id, flow_id, status, trigger, dedupe_key,"
+        f" created_at, updated_at) VALUES {rows}",
+        [v for c in claims for v in (c.job_id, c.flow_id, c.trigger, c.dedupe_key, now, now)],
+    )
+    keys = [c.dedupe_key for c in claims if c.dedupe_key is not None]
+    owners: dict[str, str] = {}
+    if keys:
+        query = (
+            "SELECT json_group_array(json_array(dedupe_key, job_id)) FROM jobs"
+            f" WHERE dedupe_key IN ({', '.join('?' * len(keys))})"
+        )
+        owners = {key: job for key, job in _json_column(conn, query, keys)}
+    results: list[tuple[str, bool]] = []
+    seen: set[str] = set()
+    for claim in claims:
+        owner = owners.get(claim.dedupe_key, claim.job_id) if claim.dedupe_key else claim.job_id
+        created = owner == claim.job_id and claim.job_id not in existed and owner not in seen
+        seen.add(owner)
+        results.append((owner, created))
+    entries = [
+        (c.job_id, json.dumps(c.entry_params if c.entry_params is not None else {}))
+        for c, (_, created) in zip(claims, results, strict=True)
+        if created
+    ]
+    if entries:
+        conn.execute(
+            "INSERT OR REPLACE INTO job_entries (job_id, entry_params) VALUES "
+            + ", ".join(["(?, ?)"] * len(entries)),
+            [v for entry in entries for v in entry],
+        )
+    return results
+
+
+def _json_column(conn: sqlite3.Connection, query: str, params: Sequence[Any]) -> list[Any]:
+    """The JSON array that an aggregate ``query`` returns in its one row, decoded."""
+    text = conn.execute(query, params).fetchone()[0]
+    return list(json.loads(text)) if text else []
 
 
 def mark_failed(conn: sqlite3.Connection, job_id: str, reason: str) -> bool:

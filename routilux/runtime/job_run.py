@@ -39,12 +39,12 @@ class Checkpointer(Protocol):
     def save(self, snapshot: dict[str, Any]) -> None: ...
 
 
-#: ``save_deferred(job_id, seq, take_snapshot)``: the optional faster form of ``save``
-#: for checkpointers that keep only the newest snapshot of a job per write. The job
-#: changed to ``seq``; ``take_snapshot()`` (thread-safe, callable any time later)
+#: ``save_deferred(job_state, seq)``: the optional faster form of ``save`` for
+#: checkpointers that keep only the newest snapshot of a job per write. The job changed
+#: to checkpoint ``seq``; ``job_state.to_dict()`` (thread-safe, callable any time later)
 #: returns a consistent snapshot at least that new. Snapshots the store would throw
 #: away are then never built.
-SaveDeferred = Callable[[str, int, Callable[[], dict[str, Any]]], None]
+SaveDeferred = Callable[[JobState, int], None]
 
 
 @dataclass(frozen=True)
@@ -421,7 +421,7 @@ class JobRun:
         state.checkpoint_seq += 1
         try:
             if self._services.save_deferred is not None:
-                self._services.save_deferred(state.job_id, state.checkpoint_seq, state.to_dict)
+                self._services.save_deferred(state, state.checkpoint_seq)
             else:
                 checkpointer.save(state._snapshot(self._pending()))
         except Exception:

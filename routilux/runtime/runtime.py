@@ -48,7 +48,7 @@ class Runtime:
             snapshot of a job at its start, after every activation and at its end
             (see docs/architecture.md). It is called with the job's lock held: hand
             the dict to another thread, don't write to disk inline. A checkpointer
-            that also has ``save_deferred(job_id, seq, take_snapshot)`` gets that
+            that also has ``save_deferred(job_state, seq)`` gets that
             instead, and builds only the snapshots it keeps (docs/architecture.md).
         registry: where flows are looked up (default: ``FlowRegistry.get_instance()``).
         max_finished_jobs: finished jobs kept for ``get_job``/``list_jobs``; the oldest

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from daemon.checkpoints import CheckpointStore, StoreClosedError
+from daemon.checkpoints import CheckpointStore, ClaimRequest, StoreClosedError
 from daemon.checkpoints.memory import MemoryCheckpointStore
 from daemon.checkpoints.sqlite import SqliteCheckpointStore
 
@@ -134,6 +134,40 @@ def test_concurrent_claims_of_one_key_create_exactly_one_job(store: CheckpointSt
     created = [job for job, new in results if new]
     assert len(created) == 1
     assert {job for job, _ in results} == set(created)
+
+
+def test_claim_many_claims_in_order_and_dedupes_within_and_across_calls(
+    store: CheckpointStore,
+) -> None:
+    store.claim("old", "flow", "amqp:q", "k-old", {"n": 0})
+    results = store.claim_many(
+        [
+            ClaimRequest("a", "flow", "amqp:q", "k-a", {"n": 1}),
+            ClaimRequest("b", "flow", "amqp:q", "k-old", {"n": 2}),  # known key
+            ClaimRequest("c", "flow", "amqp:q", "k-a", {"n": 3}),  # key of "a" above
+            ClaimRequest("old", "flow", "amqp:q", None),  # known id
+            ClaimRequest("d", "flow", "cron:flow", None, None),
+        ]
+    )
+    assert results == [("a", True), ("old", False), ("a", False), ("old", False), ("d", True)]
+    assert store.get_job("b") is None and store.get_job("c") is None
+    unfinished = {j.job_id: j.entry_params for j in store.unfinished_jobs()}
+    assert unfinished == {"old": {"n": 0}, "a": {"n": 1}, "d": {}}
+    row = store.get_job("a")
+    assert row is not None and (row.status, row.trigger, row.dedupe_key) == (
+        "pending",
+        "amqp:q",
+        "k-a",
+    )
+    assert store.claim_many([]) == []
+
+
+def test_claim_many_handles_more_claims_than_one_statement_holds(store: CheckpointStore) -> None:
+    requests = [ClaimRequest(f"j{i}", "flow", None, f"k{i % 400}") for i in range(1000)]
+    results = store.claim_many(requests)
+    assert [job for job, _ in results] == [f"j{i % 400}" for i in range(1000)]
+    assert [created for _, created in results] == [i < 400 for i in range(1000)]
+    assert len(store.unfinished_jobs()) == 400
 
 
 def test_claim_keeps_trigger_and_key_when_snapshots_arrive(store: CheckpointStore) -> None:

@@ -105,9 +105,9 @@ class DeferredCheckpointer:
     def save(self, snapshot: dict[str, Any]) -> None:
         self.eager.append(snapshot)
 
-    def save_deferred(self, job_id: str, seq: int, take_snapshot: Any) -> None:
-        self.marks.append((job_id, seq))
-        self.takers[job_id] = take_snapshot
+    def save_deferred(self, job_state: Any, seq: int) -> None:
+        self.marks.append((job_state.job_id, seq))
+        self.takers[job_state.job_id] = job_state.to_dict
 
 
 def test_a_deferring_checkpointer_is_marked_at_each_change_and_takes_snapshots_later(
@@ -138,10 +138,10 @@ def test_a_deferred_snapshot_taken_mid_job_is_consistent(registry: FlowRegistry)
     grabbers: list[threading.Thread] = []
     original = checkpointer.save_deferred
 
-    def take_at_once(job_id: str, seq: int, take_snapshot: Any) -> None:
-        original(job_id, seq, take_snapshot)
+    def take_at_once(job_state: Any, seq: int) -> None:
+        original(job_state, seq)
         # Another thread takes it while the job runs on (as the store's writer does).
-        grab = threading.Thread(target=lambda: taken.append(take_snapshot()))
+        grab = threading.Thread(target=lambda: taken.append(job_state.to_dict()))
         grabbers.append(grab)
         grab.start()
 

@@ -274,9 +274,9 @@ class _Job:
 
     def change(self, store: SqliteCheckpointStore) -> None:
         self.seq += 1
-        store.save_deferred(self.job_id, self.seq, self.take)
+        store.save_deferred(self, self.seq)
 
-    def take(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         self.taken += 1
         return snap(self.job_id, self.seq, status="completed" if self.seq >= 50 else "running")
 
@@ -299,11 +299,12 @@ def test_deferred_snapshots_are_taken_only_when_written(store: SqliteCheckpointS
 def test_a_deferred_snapshot_that_cannot_be_taken_is_never_reported_durable(
     store: SqliteCheckpointStore,
 ) -> None:
-    def broken() -> dict[str, Any]:
-        raise RuntimeError("job vanished")
+    class Vanished(_Job):
+        def to_dict(self) -> dict[str, Any]:
+            raise RuntimeError("job vanished")
 
-    store.save_deferred("broken", 1, broken)
-    store.save_deferred("fine", 1, lambda: snap("fine", 1))
+    Vanished("broken").change(store)
+    _Job("fine").change(store)
     assert store.wait_durable("fine", timeout=5)
     assert store.wait_durable("broken", timeout=0.2) is False
     assert store.get_job("broken") is None
