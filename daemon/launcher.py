@@ -18,7 +18,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +33,8 @@ class ClaimingStore(Protocol):
     """What the launcher needs of the checkpoint store (blocking calls)."""
 
     def claim_many(self, claims: Sequence[ClaimRequest]) -> list[Claim]: ...
+
+    def wait_durable_many(self, job_ids: Collection[str], timeout: float | None) -> set[str]: ...
 
     def durable_future(self, job_id: str) -> concurrent.futures.Future[Any]: ...
 
@@ -221,16 +223,15 @@ class Launcher:
         self, outcomes: list[_Outcome], started: list[tuple[int, str, float]]
     ) -> None:
         """Mark each started job durable once its first checkpoint commits (or time out)."""
-        futures = [self._store.durable_future(job_id) for _, job_id, _ in started]
-        concurrent.futures.wait(futures, timeout=DURABLE_TIMEOUT)
+        durable = self._store.wait_durable_many(
+            [job_id for _, job_id, _ in started], DURABLE_TIMEOUT
+        )
         done_at = time.perf_counter()
-        for (index, job_id, began), future in zip(started, futures, strict=True):
-            if future.done() and not future.cancelled() and future.result():
+        for index, job_id, began in started:
+            if job_id in durable:
                 outcomes[index] = (job_id, True, True)
                 if self._observe_checkpoint is not None:
                     self._observe_checkpoint(done_at - began)
-            else:
-                future.cancel()
 
     async def durable(self, job_id: str) -> bool:
         """Wait until the newest snapshot saved so far for ``job_id`` is committed.

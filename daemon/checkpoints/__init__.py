@@ -82,6 +82,9 @@ class CheckpointStore(Protocol):
     ) -> bool:
         """Block until the job is durable up to ``seq`` (default: newest saved)."""
 
+    def wait_durable_many(self, job_ids: Collection[str], timeout: float | None) -> set[str]:
+        """Block until each job is durable (newest saved); returns the durable ones."""
+
     def durable_future(self, job_id: str, seq: int | None = None) -> Future[bool]:
         """A Future resolved True when durable, False if the store closes first."""
 

@@ -117,6 +117,10 @@ class MemoryCheckpointStore:
         """See SqliteCheckpointStore.wait_durable."""
         return self._tracker.wait(job_id, seq, timeout)
 
+    def wait_durable_many(self, job_ids: Collection[str], timeout: float | None) -> set[str]:
+        """See SqliteCheckpointStore.wait_durable_many."""
+        return self._tracker.wait_all(job_ids, timeout)
+
     def durable_future(self, job_id: str, seq: int | None = None) -> Future[bool]:
         """See SqliteCheckpointStore.durable_future."""
         return self._tracker.future(job_id, seq)

@@ -124,6 +124,13 @@ class SqliteCheckpointStore:
         """
         return self._tracker.wait(job_id, seq, timeout)
 
+    def wait_durable_many(self, job_ids: Collection[str], timeout: float | None) -> set[str]:
+        """Block until each job's newest saved snapshot is committed, or ``timeout`` passes.
+
+        Returns the jobs that are durable. One wait for a batch of jobs started together.
+        """
+        return self._tracker.wait_all(job_ids, timeout)
+
     def durable_future(self, job_id: str, seq: int | None = None) -> Future[bool]:
         """Like wait_durable but returns a Future (``await asyncio.wrap_future(f)``)."""
         return self._tracker.future(job_id, seq)

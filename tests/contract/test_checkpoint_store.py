@@ -136,6 +136,13 @@ def test_concurrent_claims_of_one_key_create_exactly_one_job(store: CheckpointSt
     assert {job for job, _ in results} == set(created)
 
 
+def test_wait_durable_many_returns_the_jobs_that_are_durable(store: CheckpointStore) -> None:
+    for i in range(3):
+        store.save(snap(f"w{i}", 1))
+    assert store.wait_durable_many(["w0", "w1", "w2"], timeout=5) == {"w0", "w1", "w2"}
+    assert store.wait_durable_many(["w0", "never-saved"], timeout=0.05) == {"w0"}
+
+
 def test_claim_many_claims_in_order_and_dedupes_within_and_across_calls(
     store: CheckpointStore,
 ) -> None:

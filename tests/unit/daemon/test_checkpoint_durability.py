@@ -76,6 +76,48 @@ def test_close_resolves_waiters_false_and_later_futures_false() -> None:
     assert tracker.future("other").result(timeout=0) is False
 
 
+def _wait_all_in_thread(
+    tracker: DurabilityTracker, jobs: list[str], timeout: float
+) -> tuple[threading.Thread, list[set[str]]]:
+    result: list[set[str]] = []
+    thread = threading.Thread(target=lambda: result.append(tracker.wait_all(jobs, timeout)))
+    thread.start()
+    return thread, result
+
+
+def test_wait_all_returns_when_every_job_is_durable() -> None:
+    tracker = DurabilityTracker()
+    tracker.note_committed([("early", 1, False)])
+    tracker.note_saved("a", 2)
+    thread, result = _wait_all_in_thread(tracker, ["early", "a", "b"], timeout=5)
+    tracker.note_committed([("a", 1, False), ("b", 1, False)])  # a waits for seq 2
+    thread.join(0.2)
+    assert thread.is_alive()
+    tracker.note_committed([("a", 2, True)])
+    thread.join(5)
+    assert result == [{"early", "a", "b"}]
+    assert not tracker._waiters  # nothing left behind
+
+
+def test_wait_all_times_out_with_the_durable_part_and_withdraws() -> None:
+    tracker = DurabilityTracker()
+    thread, result = _wait_all_in_thread(tracker, ["a", "b"], timeout=0.2)
+    tracker.note_committed([("a", 1, False)])
+    thread.join(5)
+    assert result == [{"a"}]
+    assert not tracker._waiters
+    tracker.note_committed([("b", 1, False)])  # a late commit finds no waiter
+
+
+def test_wait_all_ends_when_the_tracker_closes() -> None:
+    tracker = DurabilityTracker()
+    thread, result = _wait_all_in_thread(tracker, ["a"], timeout=30)
+    tracker.close()
+    thread.join(5)
+    assert result == [set()]
+    assert tracker.wait_all(["a"], timeout=0) == set()
+
+
 @pytest.mark.parametrize(
     ("message", "code", "kind"),
     [
