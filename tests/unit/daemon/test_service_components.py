@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,9 +16,10 @@ from daemon.amqp.intake import parse_body
 from daemon.amqp.publisher import result_body
 from daemon.bridge import Bridge
 from daemon.checkpoints.memory import MemoryCheckpointStore
+from daemon.checkpoints.sqlite import SqliteCheckpointStore
 from daemon.metrics import Metrics
 from daemon.runtime_hooks import JobTracker
-from daemon.service_parts import queue_bindings, timer_specs
+from daemon.service_parts import queue_bindings, start_runtime, timer_specs
 from daemon.settings import Settings
 from daemon.signals import EXIT_FORCED, SignalHandler
 from routilux import ErrorHandler, ErrorStrategy, Flow, Routine, Runtime
@@ -51,14 +53,21 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def test_tracker_reports_start_activations_and_end_and_resolves_waiters() -> None:
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_tracker_reports_start_activations_and_end_and_resolves_waiters(
+    kind: str, tmp_path: Path
+) -> None:
     registry = FlowRegistry()
     flow = Flow("pair")
     flow.add_routine(Double(), "double")
     flow.add_routine(Keep(), "keep")
     flow.connect("double", "out", "keep", "input")
     registry.register_by_name("pair", flow)
-    store = MemoryCheckpointStore()
+    store: Any = (
+        MemoryCheckpointStore()
+        if kind == "memory"
+        else SqliteCheckpointStore(str(tmp_path / "t.db"))
+    )
     metrics = Metrics("test")
 
     async def main() -> dict[str, Any]:
@@ -74,7 +83,10 @@ def test_tracker_reports_start_activations_and_end_and_resolves_waiters() -> Non
 
     snapshot = asyncio.run(main())
     assert snapshot["status"] == "completed" and snapshot["shared_data"] == {"n": 42}
-    assert store.get_job("job-1") is not None
+    assert store.wait_durable("job-1", timeout=5)
+    row = store.get_job("job-1")
+    assert row is not None and row.state == snapshot
+    store.close()
     assert sample(metrics, "routilux_jobs_started_total", flow="pair") == 1
     assert sample(metrics, "routilux_jobs_finished_total", flow="pair", status="completed") == 1
     assert sample(metrics, "routilux_jobs_running", flow="pair") == 0
@@ -130,6 +142,24 @@ def test_tracker_counts_each_activation_once_with_its_duration_across_retry_time
     assert sample(metrics, "routilux_activations_total", outcome="ok", **labels) == 1
     assert sample(metrics, "routilux_activation_duration_seconds_count", **labels) == 2
     assert sample(metrics, "routilux_activation_duration_seconds_sum", **labels) >= 0.04
+
+
+def test_the_daemons_runtime_forgets_finished_jobs() -> None:
+    # The store keeps them; in memory they would only lengthen full GC passes.
+    registry = FlowRegistry()
+    flow = Flow("pair")
+    flow.add_routine(Double(), "double")
+    flow.add_routine(Keep(), "keep")
+    flow.connect("double", "out", "keep", "input")
+    registry.register_by_name("pair", flow)
+    runtime = start_runtime(2, MemoryCheckpointStore(), registry)
+    try:
+        job = runtime.exec("pair", {"n": 1})
+        assert runtime.wait_until_all_jobs_finished(5)
+        assert job.status.value == "completed"
+        assert runtime.get_job(job.job_id) is None
+    finally:
+        runtime.shutdown(wait=True, timeout=5)
 
 
 def test_bridge_runs_blocking_calls_off_the_loop_and_hands_calls_back() -> None:
