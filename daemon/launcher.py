@@ -17,10 +17,8 @@ import logging
 import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from daemon.bridge import Bridge
 from daemon.checkpoints.records import Claim, ClaimRequest
@@ -53,13 +51,16 @@ class JobRunner(Protocol):
     ) -> Any: ...
 
 
+#: Version 4 / RFC 4122 variant bits of a random UUID, as uuid.UUID(version=4) sets them.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
 #: Seconds a launch waits for the first checkpoint before handing back anyway; the
 #: caller's own durability wait (before acking) then decides.
 DURABLE_TIMEOUT = 30.0
 
 
-@dataclass(frozen=True)
-class LaunchRequest:
+class LaunchRequest(NamedTuple):
     """One job to claim and start (see :meth:`Launcher.launch`)."""
 
     flow: str
@@ -72,8 +73,7 @@ class LaunchRequest:
     entry: str | None = None
 
 
-@dataclass(frozen=True)
-class Launched:
+class Launched(NamedTuple):
     """The outcome of one launch.
 
     ``ended`` resolves with the terminal snapshot; it is ``None`` for a duplicate.
@@ -86,8 +86,9 @@ class Launched:
     durable: bool = False
 
 
-#: What the blocking half reports per request: (job_id, created, durable) or the error.
-_Outcome = tuple[str, bool, bool] | Exception
+#: What the blocking half reports per request: (job_id, created, when it started), or
+#: the error.
+_Outcome = tuple[str, bool, float] | Exception
 
 
 class Launcher:
@@ -140,24 +141,35 @@ class Launcher:
         return outcome
 
     async def launch_many(
-        self, requests: Sequence[LaunchRequest], *, wait_durable: bool = False
+        self,
+        requests: Sequence[LaunchRequest],
+        *,
+        wait_durable: bool = False,
+        on_started: Callable[[], None] | None = None,
     ) -> list[Launched | Exception]:
         """Launch many jobs with one store transaction for their claims; results in order.
 
-        The claims, the starts and the durability wait happen in one blocking call
-        off the loop: a batch of deliveries costs the loop one hop, and the writer
-        one transaction for the claims and usually one for the first checkpoints.
-        A request that fails (claim or start) gets its exception in its place.
+        Claims and starts happen in one blocking call off the loop: a batch of
+        deliveries costs the loop one hop, and the writer one transaction for the
+        claims. ``on_started()`` runs on the loop once the jobs are started, before
+        the wait for their first checkpoints (``wait_durable``), which takes a second
+        hop: the caller can start its next batch meanwhile. A request that fails
+        (claim or start) gets its exception in its place.
         """
         proposed = [self._new_job_id() for _ in requests]
         # Registered before the jobs can possibly end; dropped again for duplicates.
         waiters = [self._tracker.wait_terminal(job_id) for job_id in proposed]
         try:
-            outcomes = await self._bridge.run_blocking(
-                self._claim_and_start, proposed, requests, wait_durable
-            )
+            outcomes = await self._bridge.run_blocking(self._claim_and_start, proposed, requests)
         except Exception as exc:  # the claims' transaction failed: nothing started
             outcomes = [exc] * len(requests)
+        finally:
+            if on_started is not None:
+                on_started()
+        durable: set[str] = set()
+        started = [o for o in outcomes if not isinstance(o, Exception) and o[1]]
+        if wait_durable and started:
+            durable = await self._bridge.run_blocking(self._wait_first_checkpoints, started)
         results: list[Launched | Exception] = []
         for job_id, request, ended, outcome in zip(
             proposed, requests, waiters, outcomes, strict=True
@@ -174,14 +186,16 @@ class Launcher:
                 )
                 results.append(Launched(outcome[0], False, None))
             else:
-                results.append(Launched(outcome[0], True, ended, outcome[2]))
+                results.append(Launched(outcome[0], True, ended, outcome[0] in durable))
         return results
 
     def _new_job_id(self) -> str:
-        return uuid.UUID(int=self._ids.getrandbits(128), version=4).hex
+        """A random (version 4) UUID in hex, without building a UUID object."""
+        bits = self._ids.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET
+        return f"{bits:032x}"
 
     def _claim_and_start(
-        self, proposed: list[str], requests: Sequence[LaunchRequest], wait_durable: bool
+        self, proposed: list[str], requests: Sequence[LaunchRequest]
     ) -> list[_Outcome]:
         """Blocking part of :meth:`launch_many`, on a bridge thread."""
         claims = self._store.claim_many(
@@ -191,20 +205,16 @@ class Launcher:
             ]
         )
         outcomes: list[_Outcome] = []
-        started: list[tuple[int, str, float]] = []
         for request, claim in zip(requests, claims, strict=True):
             if not claim.created:
-                outcomes.append((claim.job_id, False, False))
+                outcomes.append((claim.job_id, False, 0.0))
                 continue
             try:
                 self._start(claim.job_id, request)
             except Exception as exc:
                 outcomes.append(exc)
                 continue
-            started.append((len(outcomes), claim.job_id, time.perf_counter()))
-            outcomes.append((claim.job_id, True, False))
-        if wait_durable and started:
-            self._wait_first_checkpoints(outcomes, started)
+            outcomes.append((claim.job_id, True, time.perf_counter()))
         return outcomes
 
     def _start(self, job_id: str, request: LaunchRequest) -> None:
@@ -219,19 +229,17 @@ class Launcher:
             self._tracker.abandon(job_id)
             raise
 
-    def _wait_first_checkpoints(
-        self, outcomes: list[_Outcome], started: list[tuple[int, str, float]]
-    ) -> None:
-        """Mark each started job durable once its first checkpoint commits (or time out)."""
+    def _wait_first_checkpoints(self, started: list[tuple[str, bool, float]]) -> set[str]:
+        """The started jobs whose first checkpoint committed (blocking; bounded wait)."""
         durable = self._store.wait_durable_many(
-            [job_id for _, job_id, _ in started], DURABLE_TIMEOUT
+            [job_id for job_id, _, _ in started], DURABLE_TIMEOUT
         )
-        done_at = time.perf_counter()
-        for index, job_id, began in started:
-            if job_id in durable:
-                outcomes[index] = (job_id, True, True)
-                if self._observe_checkpoint is not None:
+        if self._observe_checkpoint is not None:
+            done_at = time.perf_counter()
+            for job_id, _, began in started:
+                if job_id in durable:
                     self._observe_checkpoint(done_at - began)
+        return durable
 
     async def durable(self, job_id: str) -> bool:
         """Wait until the newest snapshot saved so far for ``job_id`` is committed.

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import random
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -17,6 +19,7 @@ from daemon.amqp.publisher import result_body
 from daemon.bridge import Bridge
 from daemon.checkpoints.memory import MemoryCheckpointStore
 from daemon.checkpoints.sqlite import SqliteCheckpointStore
+from daemon.launcher import Launcher
 from daemon.metrics import Metrics
 from daemon.runtime_hooks import JobTracker
 from daemon.service_parts import queue_bindings, start_runtime, timer_specs
@@ -162,6 +165,18 @@ def test_the_daemons_runtime_forgets_finished_jobs() -> None:
         runtime.shutdown(wait=True, timeout=5)
 
 
+def test_launcher_job_ids_are_version_4_uuids() -> None:
+    ids = {Launcher._new_job_id(cast(Any, _SeededLauncher())) for _ in range(200)}
+    assert len(ids) == 200
+    for job_id in ids:
+        parsed = uuid.UUID(hex=job_id)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == job_id
+
+
+class _SeededLauncher:
+    _ids = random.Random(7)
+
+
 def test_bridge_runs_blocking_calls_off_the_loop_and_hands_calls_back() -> None:
     async def main() -> list[str]:
         loop = asyncio.get_running_loop()
@@ -284,6 +299,15 @@ def test_triggers_become_bindings_and_timer_specs_named_like_jobs_trigger() -> N
 def test_parse_body_rejects_non_json_numbers_and_deep_nesting(body: bytes, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_body(body)
+
+
+def test_parse_body_keeps_integers_beyond_64_bits_exact() -> None:
+    big = 2**70 + 1
+    assert parse_body(b'{"id": %d, "f": 1.5, "s": "x"}' % big) == {"id": big, "f": 1.5, "s": "x"}
+    assert parse_body('{"t": "h\u00e9 ☃", "n": [null, true]}'.encode()) == {
+        "t": "hé ☃",
+        "n": [None, True],
+    }
 
 
 def test_parse_body_accepts_nesting_up_to_the_limit() -> None:
