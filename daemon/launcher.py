@@ -1,12 +1,13 @@
 """Start jobs from any trigger: claim them in the store, then hand them to the Runtime.
 
-The claim is the idempotency point: ``store.claim_many`` inserts the job rows with
-their dedupe keys durably *before* the jobs start and returns the existing job when
+The claim is the idempotency point: the store inserts the job rows with their
+dedupe keys durably *before* the jobs start and answers with the existing job when
 a key is known, so a redelivered message or a re-fired timer slot never starts a
-second job. Claims, ``Runtime.exec`` (which takes each job's first snapshot) and the
-wait for those snapshots to be durable run together in one bridge thread for a whole
-batch of deliveries, so the loop pays one hop per batch and the writer one
-transaction for its claims; the jobs' logic runs on Runtime threads.
+second job. A whole batch of deliveries is claimed in one writer transaction that
+the loop awaits without blocking a thread; the new jobs are then started with
+``Runtime.exec``, which only queues their first activations (their logic runs on
+Runtime threads). Work that blocks (recording a reply target) goes to a bridge
+thread.
 """
 
 from __future__ import annotations
@@ -17,22 +18,27 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Collection, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from daemon.bridge import Bridge
 from daemon.checkpoints.records import Claim, ClaimRequest
 from daemon.runtime_hooks import JobTracker
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ClaimingStore(Protocol):
     """What the launcher needs of the checkpoint store (blocking calls)."""
 
-    def claim_many(self, claims: Sequence[ClaimRequest]) -> list[Claim]: ...
+    def submit_claims(
+        self, claims: Sequence[ClaimRequest]
+    ) -> concurrent.futures.Future[list[Claim]]: ...
 
-    def wait_durable_many(self, job_ids: Collection[str], timeout: float | None) -> set[str]: ...
+    def durable_future_many(
+        self, job_ids: Collection[str]
+    ) -> concurrent.futures.Future[set[str]]: ...
 
     def durable_future(self, job_id: str) -> concurrent.futures.Future[Any]: ...
 
@@ -55,9 +61,11 @@ class JobRunner(Protocol):
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
-#: Seconds a launch waits for the first checkpoint before handing back anyway; the
-#: caller's own durability wait (before acking) then decides.
-DURABLE_TIMEOUT = 30.0
+#: Seconds a launch waits for the store (its claims, its first checkpoints) before
+#: giving up: claims that time out fail the launch (the broker keeps the messages),
+#: and a first checkpoint that times out leaves the caller's own durability wait
+#: (before acking) to decide.
+STORE_TIMEOUT = 30.0
 
 
 class LaunchRequest(NamedTuple):
@@ -149,27 +157,23 @@ class Launcher:
     ) -> list[Launched | Exception]:
         """Launch many jobs with one store transaction for their claims; results in order.
 
-        Claims and starts happen in one blocking call off the loop: a batch of
-        deliveries costs the loop one hop, and the writer one transaction for the
-        claims. ``on_started()`` runs on the loop once the jobs are started, before
-        the wait for their first checkpoints (``wait_durable``), which takes a second
-        hop: the caller can start its next batch meanwhile. A request that fails
-        (claim or start) gets its exception in its place.
+        The loop hands the claims to the store's writer and awaits its commit without
+        a thread hop, then starts the new jobs (``Runtime.exec`` only queues their
+        first activations). ``on_started()`` runs once they are started, before the
+        wait for their first checkpoints (``wait_durable``): the caller can start its
+        next batch meanwhile. A request that fails (claim or start) gets its exception
+        in its place.
         """
         proposed = [self._new_job_id() for _ in requests]
         # Registered before the jobs can possibly end; dropped again for duplicates.
         waiters = [self._tracker.wait_terminal(job_id) for job_id in proposed]
         try:
-            outcomes = await self._bridge.run_blocking(self._claim_and_start, proposed, requests)
-        except Exception as exc:  # the claims' transaction failed: nothing started
-            outcomes = [exc] * len(requests)
+            outcomes = await self._claim_and_start(proposed, requests)
         finally:
             if on_started is not None:
                 on_started()
-        durable: set[str] = set()
         started = [o for o in outcomes if not isinstance(o, Exception) and o[1]]
-        if wait_durable and started:
-            durable = await self._bridge.run_blocking(self._wait_first_checkpoints, started)
+        durable = await self._first_checkpoints(started) if wait_durable and started else set()
         results: list[Launched | Exception] = []
         for job_id, request, ended, outcome in zip(
             proposed, requests, waiters, outcomes, strict=True
@@ -194,46 +198,62 @@ class Launcher:
         bits = self._ids.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET
         return f"{bits:032x}"
 
-    def _claim_and_start(
+    async def _claim_and_start(
         self, proposed: list[str], requests: Sequence[LaunchRequest]
     ) -> list[_Outcome]:
-        """Blocking part of :meth:`launch_many`, on a bridge thread."""
-        claims = self._store.claim_many(
-            [
-                ClaimRequest(job_id, r.flow, r.trigger, r.dedupe_key, r.params)
-                for job_id, r in zip(proposed, requests, strict=True)
-            ]
-        )
+        claims_wanted = [
+            ClaimRequest(job_id, r.flow, r.trigger, r.dedupe_key, r.params)
+            for job_id, r in zip(proposed, requests, strict=True)
+        ]
+        try:
+            future = self._store.submit_claims(claims_wanted)
+            claims = await _bounded(self._bridge.wrap(future), future, STORE_TIMEOUT, "claims")
+        except Exception as exc:  # the claims' transaction failed: nothing started
+            return [exc] * len(requests)
         outcomes: list[_Outcome] = []
+        blocking: list[tuple[int, str, LaunchRequest]] = []
         for request, claim in zip(requests, claims, strict=True):
             if not claim.created:
                 outcomes.append((claim.job_id, False, 0.0))
-                continue
-            try:
-                self._start(claim.job_id, request)
-            except Exception as exc:
-                outcomes.append(exc)
-                continue
-            outcomes.append((claim.job_id, True, time.perf_counter()))
+            elif request.before_start is not None:  # blocking: done on a bridge thread
+                blocking.append((len(outcomes), claim.job_id, request))
+                outcomes.append((claim.job_id, True, 0.0))
+            else:
+                outcomes.append(self._try_start(claim.job_id, request))
+        if blocking:
+            started = await self._bridge.run_blocking(
+                lambda: [self._try_start(job_id, request) for _, job_id, request in blocking]
+            )
+            for (index, _, _), outcome in zip(blocking, started, strict=True):
+                outcomes[index] = outcome
         return outcomes
 
-    def _start(self, job_id: str, request: LaunchRequest) -> None:
-        if request.before_start is not None:
-            request.before_start(job_id)
-        self._tracker.expect(job_id, request.trigger)
+    def _try_start(self, job_id: str, request: LaunchRequest) -> _Outcome:
+        """Start one claimed job: its outcome, or the error that kept it from starting."""
         try:
-            self._runtime.exec(
-                request.flow, entry_params=request.params, job_id=job_id, entry=request.entry
-            )
-        except BaseException:
-            self._tracker.abandon(job_id)
-            raise
+            if request.before_start is not None:
+                request.before_start(job_id)
+            self._tracker.expect(job_id, request.trigger)
+            try:
+                self._runtime.exec(
+                    request.flow, entry_params=request.params, job_id=job_id, entry=request.entry
+                )
+            except BaseException:
+                self._tracker.abandon(job_id)
+                raise
+        except Exception as exc:
+            return exc
+        return job_id, True, time.perf_counter()
 
-    def _wait_first_checkpoints(self, started: list[tuple[str, bool, float]]) -> set[str]:
-        """The started jobs whose first checkpoint committed (blocking; bounded wait)."""
-        durable = self._store.wait_durable_many(
-            [job_id for job_id, _, _ in started], DURABLE_TIMEOUT
-        )
+    async def _first_checkpoints(self, started: list[tuple[str, bool, float]]) -> set[str]:
+        """The started jobs whose first checkpoint committed (waits at most STORE_TIMEOUT)."""
+        future = self._store.durable_future_many([job_id for job_id, _, _ in started])
+        try:
+            durable = await _bounded(
+                self._bridge.wrap(future), future, STORE_TIMEOUT, "first checkpoints"
+            )
+        except TimeoutError:
+            return set()
         if self._observe_checkpoint is not None:
             done_at = time.perf_counter()
             for job_id, _, began in started:
@@ -247,3 +267,14 @@ class Launcher:
         Returns False if the store closed first (the snapshot may not be durable).
         """
         return bool(await self._bridge.wrap(self._store.durable_future(job_id)))
+
+
+async def _bounded(
+    awaitable: Awaitable[T], future: concurrent.futures.Future[T], timeout: float, what: str
+) -> T:
+    """``awaitable`` within ``timeout`` seconds; on timeout the store request is withdrawn."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"store did not commit the {what} within {timeout:.0f}s") from None

@@ -101,6 +101,12 @@ class CheckpointStore(Protocol):
     def claim_many(self, claims: Sequence[ClaimRequest]) -> list[Claim]:
         """``claim`` for many jobs at once (one transaction), results in order."""
 
+    def submit_claims(self, claims: Sequence[ClaimRequest]) -> Future[list[Claim]]:
+        """``claim_many`` without blocking; the future resolves once committed."""
+
+    def durable_future_many(self, job_ids: Collection[str]) -> Future[set[str]]:
+        """A future of the jobs that are durable, once all are (fewer if closing)."""
+
     def mark_failed(self, job_id: str, reason: str) -> bool:
         """Fail an unfinished job with a reason."""
 

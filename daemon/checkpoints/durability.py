@@ -21,20 +21,25 @@ FINISHED_MEMORY = 65_536
 
 
 class _GroupWaiter:
-    """Waits for many jobs at once: one Event instead of a Future per job."""
+    """Waits for many jobs at once: one future for the lot instead of one per job."""
 
-    __slots__ = ("durable", "event", "remaining")
+    __slots__ = ("durable", "future", "remaining")
 
     def __init__(self, count: int) -> None:
         self.remaining = count
         self.durable: set[str] = set()
-        self.event = threading.Event()
+        self.future: Future[set[str]] = Future()
 
     def done(self, job_id: str) -> bool:
         """Count ``job_id`` durable; True when it was the last one awaited."""
         self.durable.add(job_id)
         self.remaining -= 1
         return self.remaining == 0
+
+    def resolve(self) -> None:
+        """Hand over the jobs durable so far (all of them, unless the tracker closed)."""
+        if self.future.set_running_or_notify_cancel():
+            self.future.set_result(set(self.durable))
 
 
 _Waiter = Future[bool] | _GroupWaiter
@@ -80,7 +85,7 @@ class DurabilityTracker:
             if isinstance(waiter, Future):
                 _resolve(waiter, True)
             else:
-                waiter.event.set()
+                waiter.resolve()
 
     def future(self, job_id: str, seq: int | None = None) -> Future[bool]:
         """A future that becomes True once ``job_id`` is durable up to ``seq``.
@@ -113,12 +118,29 @@ class DurabilityTracker:
             self._discard(job_id, fut)
             return False
 
+    def future_all(self, job_ids: Iterable[str]) -> Future[set[str]]:
+        """A future of the jobs that are durable up to their newest saved snapshots.
+
+        It resolves once all of them are (or with fewer, if the tracker closes first).
+        Cancel it to stop waiting. Cheaper than a future per job for a batch of jobs.
+        """
+        return self._wait_group(job_ids).future
+
     def wait_all(self, job_ids: Iterable[str], timeout: float | None) -> set[str]:
         """Block until each job is durable up to its newest saved snapshot, or ``timeout``.
 
         Returns the jobs that are durable (all of them unless time ran out or the store
-        closed). Cheaper than a future per job when a batch of jobs starts together.
+        closed).
         """
+        waiter = self._wait_group(job_ids)
+        try:
+            return waiter.future.result(timeout)
+        except FutureTimeoutError:
+            waiter.future.cancel()
+            with self._lock:
+                return set(waiter.durable)
+
+    def _wait_group(self, job_ids: Iterable[str]) -> _GroupWaiter:
         pending: list[str] = []
         durable: set[str] = set()
         with self._lock:
@@ -129,17 +151,21 @@ class DurabilityTracker:
                     durable.add(job_id)
                 else:
                     pending.append(job_id)
-            if not pending or self._closed:
-                return durable
             waiter = _GroupWaiter(len(pending))
-            for job_id in pending:
-                self._waiters.setdefault(job_id, []).append((self._saved.get(job_id), waiter))
-        waiter.event.wait(timeout)
-        with self._lock:
-            if waiter.remaining:
+            waiter.durable = durable
+            if pending and not self._closed:
                 for job_id in pending:
-                    self._drop_waiter(job_id, waiter)
-            return durable | waiter.durable
+                    self._waiters.setdefault(job_id, []).append((self._saved.get(job_id), waiter))
+                waiter.future.add_done_callback(lambda _f: self._withdraw(pending, waiter))
+                return waiter
+        waiter.resolve()
+        return waiter
+
+    def _withdraw(self, job_ids: list[str], waiter: _GroupWaiter) -> None:
+        """Drop a finished or cancelled group's remaining registrations."""
+        with self._lock:
+            for job_id in job_ids:
+                self._drop_waiter(job_id, waiter)
 
     def committed_seq(self, job_id: str) -> int | None:
         """The newest durable checkpoint_seq of the job, if known to this process."""
@@ -152,11 +178,11 @@ class DurabilityTracker:
             self._closed = True
             waiters = [w for items in self._waiters.values() for _, w in items]
             self._waiters.clear()
-        for waiter in waiters:
+        for waiter in set(waiters):
             if isinstance(waiter, Future):
                 _resolve(waiter, False)
             else:
-                waiter.event.set()
+                waiter.resolve()
 
     # -- internals (lock held) ------------------------------------------------
 

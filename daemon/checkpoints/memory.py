@@ -117,6 +117,10 @@ class MemoryCheckpointStore:
         """See SqliteCheckpointStore.wait_durable."""
         return self._tracker.wait(job_id, seq, timeout)
 
+    def durable_future_many(self, job_ids: Collection[str]) -> Future[set[str]]:
+        """See SqliteCheckpointStore.durable_future_many."""
+        return self._tracker.future_all(job_ids)
+
     def wait_durable_many(self, job_ids: Collection[str], timeout: float | None) -> set[str]:
         """See SqliteCheckpointStore.wait_durable_many."""
         return self._tracker.wait_all(job_ids, timeout)
@@ -155,6 +159,15 @@ class MemoryCheckpointStore:
     def claim_many(self, claims: Sequence[ClaimRequest]) -> list[Claim]:
         """See SqliteCheckpointStore.claim_many."""
         return [self.claim(*request) for request in claims]
+
+    def submit_claims(self, claims: Sequence[ClaimRequest]) -> Future[list[Claim]]:
+        """See SqliteCheckpointStore.submit_claims (the twin answers at once)."""
+        future: Future[list[Claim]] = Future()
+        try:
+            future.set_result(self.claim_many(claims))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
 
     def mark_failed(self, job_id: str, reason: str) -> bool:
         """See SqliteCheckpointStore.mark_failed."""

@@ -124,6 +124,11 @@ class SqliteCheckpointStore:
         """
         return self._tracker.wait(job_id, seq, timeout)
 
+    def durable_future_many(self, job_ids: Collection[str]) -> Future[set[str]]:
+        """A future of ``wait_durable_many``'s answer, resolved once all are durable
+        (or with fewer if the store closes first); cancel it to stop waiting."""
+        return self._tracker.future_all(job_ids)
+
     def wait_durable_many(self, job_ids: Collection[str], timeout: float | None) -> set[str]:
         """Block until each job's newest saved snapshot is committed, or ``timeout`` passes.
 
@@ -165,8 +170,17 @@ class SqliteCheckpointStore:
         """
         if not claims:
             return []
-        owned = self._call(lambda c: statements.claim_jobs(c, claims))
-        return [Claim(job, created) for job, created in owned]
+        return self._call(lambda c: _claims(c, claims))
+
+    def submit_claims(self, claims: Sequence[ClaimRequest]) -> Future[list[Claim]]:
+        """``claim_many`` without blocking: the future resolves once committed.
+
+        The daemon's loop awaits it (``asyncio.wrap_future``) instead of blocking a
+        thread. Cancelling it before the writer's next transaction withdraws it.
+        """
+        if self._closed:
+            raise StoreClosedError(self.path, "store is closed")
+        return self._writer.submit_call(lambda c: _claims(c, claims))
 
     def mark_failed(self, job_id: str, reason: str) -> bool:
         """Fail an unfinished job with ``reason``; False if it is unknown or already final."""
@@ -347,3 +361,7 @@ class SqliteCheckpointStore:
                 removed,
                 self.retention_days,
             )
+
+
+def _claims(conn: sqlite3.Connection, claims: Sequence[ClaimRequest]) -> list[Claim]:
+    return [Claim(job, created) for job, created in statements.claim_jobs(conn, claims)]

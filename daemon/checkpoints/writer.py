@@ -159,12 +159,12 @@ class SnapshotWriter:
                 self._cv.notify()
         return True
 
-    def call(self, fn: Callable[[sqlite3.Connection], T], timeout: float | None) -> T:
-        """Run ``fn(conn)`` inside the writer's next transaction and return its result.
+    def submit_call(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Queue ``fn(conn)`` for the writer's next transaction; never blocks.
 
-        Blocks until that transaction commits. Raises the CheckpointStoreError of a failed
-        transaction, StoreUnavailableError after ``timeout`` seconds (the request is
-        then withdrawn and never runs), StoreClosedError if the store is closing.
+        The future gets fn's result once the transaction commits (or its error).
+        Cancelling it before the transaction starts withdraws the request. Raises
+        StoreClosedError if the store is closing.
         """
         fut: Future[T] = Future()
         with self._lock:
@@ -172,6 +172,16 @@ class SnapshotWriter:
                 raise StoreClosedError(self._path, "store is closed")
             self._calls.append(_Call(fn, fut))
             self._cv.notify()
+        return fut
+
+    def call(self, fn: Callable[[sqlite3.Connection], T], timeout: float | None) -> T:
+        """Run ``fn(conn)`` inside the writer's next transaction and return its result.
+
+        Blocks until that transaction commits. Raises the CheckpointStoreError of a failed
+        transaction, StoreUnavailableError after ``timeout`` seconds (the request is
+        then withdrawn and never runs), StoreClosedError if the store is closing.
+        """
+        fut = self.submit_call(fn)
         try:
             return fut.result(timeout)
         except FutureTimeoutError:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import random
+import signal
 import time
 import uuid
 from pathlib import Path
