@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from typing import Literal, TextIO
 
-__all__ = ["JsonFormatter", "LogFormat", "TextFormatter", "setup_logging"]
+__all__ = ["JsonFormatter", "LogFormat", "TextFormatter", "grouped_writes", "setup_logging"]
 
 LogFormat = Literal["text", "json"]
 
@@ -58,9 +61,66 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler whose records can be gathered into one write (``grouped_writes``).
+
+    Each write to the stream is a system call that gives up the GIL, and under load
+    getting it back waits behind busy threads; the daemon's per-job log lines are
+    written a batch at a time instead of a line at a time.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._grouping = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines: list[str] | None = getattr(self._grouping, "lines", None)
+        if lines is None:
+            super().emit(record)
+            return
+        try:
+            lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Within the block, this thread's records are written together at its end."""
+        if getattr(self._grouping, "lines", None) is not None:
+            yield  # already grouping: the outer block writes
+            return
+        lines: list[str] = []
+        self._grouping.lines = lines
+        try:
+            yield
+        finally:
+            self._grouping.lines = None
+            if lines:
+                text = self.terminator.join(lines) + self.terminator
+                with self.lock or nullcontext():
+                    self.stream.write(text)
+                    self.flush()
+
+
+@contextmanager
+def grouped_writes() -> Iterator[None]:
+    """Gather this thread's log records into one write at the end of the block.
+
+    Records still pass through levels, filters and formatters as usual; only the
+    daemon's own handler (if installed) defers its writes. Use it around a burst of
+    records, not around anything that may block.
+    """
+    handler = next((h for h in logging.getLogger().handlers if h.get_name() == HANDLER_NAME), None)
+    if not isinstance(handler, LineHandler):
+        yield
+        return
+    with handler.grouped():
+        yield
+
+
 def setup_logging(
     fmt: LogFormat = "text", level: int = logging.INFO, stream: TextIO | None = None
-) -> logging.Handler:
+) -> LineHandler:
     """Install one handler on the root logger (replacing one installed before).
 
     Other handlers (pytest's, a host application's) are left alone. Below DEBUG,
@@ -72,7 +132,7 @@ def setup_logging(
         if handler.get_name() == HANDLER_NAME:
             root.removeHandler(handler)
             handler.close()
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = LineHandler(stream if stream is not None else sys.stderr)
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)

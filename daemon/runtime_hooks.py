@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from daemon.bridge import Bridge
+from daemon.logging_setup import grouped_writes
 from routilux.job_state import JobState
 
 logger = logging.getLogger(__name__)
@@ -249,7 +250,12 @@ class JobTracker:
 
 
 def _log_events(events: list[_JobEvent]) -> None:
-    """One log line per job start and per job end."""
+    """One log line per job start and per job end, written in one go."""
+    with grouped_writes():
+        _log_each(events)
+
+
+def _log_each(events: list[_JobEvent]) -> None:
     for event in events:
         if event.snapshot is None:
             logger.info(

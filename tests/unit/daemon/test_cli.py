@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import sqlite_utils
 from cli_support import REPO, run_cli, write_config
 
 from daemon.cli import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
-from daemon.logging_setup import setup_logging
+from daemon.logging_setup import grouped_writes, setup_logging
 
 # -- check / flows list -----------------------------------------------------------------
 
@@ -283,6 +284,27 @@ def test_text_logs_escape_newlines_so_one_record_is_one_line() -> None:
         logging.getLogger().removeHandler(handler)
     (line,) = stream.getvalue().splitlines()
     assert line.endswith("WARNING daemon.test: two\\nlines")
+
+
+def test_grouped_log_records_are_written_together_and_only_this_threads() -> None:
+    stream = io.StringIO()
+    handler = setup_logging("text", logging.INFO, stream)
+    log = logging.getLogger("daemon.test")
+    try:
+        with grouped_writes():
+            log.info("first")
+            log.debug("hidden at INFO")
+            other = threading.Thread(target=lambda: log.info("other thread"))
+            other.start()
+            other.join()
+            assert stream.getvalue().endswith("daemon.test: other thread\n")
+            log.info("second")
+            assert "first" not in stream.getvalue()
+        lines = stream.getvalue().splitlines()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert [line.rsplit(": ", 1)[1] for line in lines] == ["other thread", "first", "second"]
+    assert all(" INFO daemon.test: " in line for line in lines)
 
 
 # -- run (real subprocess, systemd notify protocol) -------------------------------------
