@@ -168,12 +168,17 @@ class Launcher:
         # Registered before the jobs can possibly end; dropped again for duplicates.
         waiters = [self._tracker.wait_terminal(job_id) for job_id in proposed]
         try:
-            outcomes = await self._claim_and_start(proposed, requests)
-        finally:
-            if on_started is not None:
-                on_started()
-        started = [o for o in outcomes if not isinstance(o, Exception) and o[1]]
-        durable = await self._first_checkpoints(started) if wait_durable and started else set()
+            try:
+                outcomes = await self._claim_and_start(proposed, requests)
+            finally:
+                if on_started is not None:
+                    on_started()
+            started = [o for o in outcomes if not isinstance(o, Exception) and o[1]]
+            durable = await self._first_checkpoints(started) if wait_durable and started else set()
+        except BaseException:  # cancelled (shutdown): no result will pick the waiters up
+            for job_id in proposed:
+                self._tracker.forget(job_id)
+            raise
         results: list[Launched | Exception] = []
         for job_id, request, ended, outcome in zip(
             proposed, requests, waiters, outcomes, strict=True
@@ -252,7 +257,7 @@ class Launcher:
             durable = await _bounded(
                 self._bridge.wrap(future), future, STORE_TIMEOUT, "first checkpoints"
             )
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             return set()
         if self._observe_checkpoint is not None:
             done_at = time.perf_counter()
@@ -272,9 +277,17 @@ class Launcher:
 async def _bounded(
     awaitable: Awaitable[T], future: concurrent.futures.Future[T], timeout: float, what: str
 ) -> T:
-    """``awaitable`` within ``timeout`` seconds; on timeout the store request is withdrawn."""
+    """``awaitable`` (which wraps ``future``) within ``timeout`` seconds.
+
+    On timeout the store request is withdrawn if the writer has not started it; one
+    already inside a transaction finishes soon, and its result is still taken (claims
+    that committed must not be dropped). Raises ``asyncio.TimeoutError`` otherwise.
+    """
     try:
         return await asyncio.wait_for(awaitable, timeout)
-    except TimeoutError:
-        future.cancel()
-        raise TimeoutError(f"store did not commit the {what} within {timeout:.0f}s") from None
+    except asyncio.TimeoutError:
+        if future.cancel():
+            raise asyncio.TimeoutError(
+                f"store did not commit the {what} within {timeout:.0f}s"
+            ) from None
+    return await asyncio.wrap_future(future)

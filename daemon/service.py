@@ -104,6 +104,8 @@ class Service:
                 # Modules, flows and connections made at startup live as long as the
                 # process: moved out of the cyclic GC's sight, full collections no
                 # longer walk them (each one stalls every thread while it runs).
+                # Garbage left by startup (resumed jobs) is collected, not frozen.
+                gc.collect()
                 gc.freeze()
             code = await self._wait_for_stop()
         except DaemonError as exc:

@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import re
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Protocol
 
@@ -140,7 +141,7 @@ class Intake:
         self._metrics = metrics
         self._bridge = bridge
         self._ack_mode = ack_mode
-        self._capacity = asyncio.Semaphore(capacity)
+        self._capacity = _Capacity(capacity)
         self._accepting = True
         self._tasks: dict[asyncio.Task[None], list[AbstractIncomingMessage]] = {}
         self._inbox: list[tuple[str, AbstractIncomingMessage]] = []
@@ -173,11 +174,12 @@ class Intake:
         self._tasks.pop(task, None)
 
     async def _handle_safely(self, batch: list[tuple[str, AbstractIncomingMessage]]) -> None:
+        owned = {id(message): message for _, message in batch}
         try:
-            await self._handle(batch)
+            await self._handle(batch, owned)
         except Exception:  # a bug must not leave deliveries unsettled (they would block acks)
-            logger.exception("handling %d message(s) failed; requeued", len(batch))
-            for _, message in batch:
+            logger.exception("handling %d message(s) failed; requeued", len(owned))
+            for message in owned.values():
                 await self._requeue(message)
 
     async def _ack(self, message: AbstractIncomingMessage) -> None:
@@ -208,37 +210,68 @@ class Intake:
             task.cancel()
             for message in messages:
                 await self._requeue(message)
+        leftovers, self._inbox = self._inbox, []
+        for _, message in leftovers:
+            await self._requeue(message)
         if self._acks is not None:
             await self._acks.drain()
         if self._reply_tasks:
             await asyncio.wait(list(self._reply_tasks), timeout=timeout)
 
-    async def _handle(self, batch: list[tuple[str, AbstractIncomingMessage]]) -> None:
+    async def _handle(
+        self,
+        batch: list[tuple[str, AbstractIncomingMessage]],
+        owned: dict[int, AbstractIncomingMessage],
+    ) -> None:
+        """Start a batch; ``owned`` holds the deliveries this call has yet to settle or
+        hand on (to a dead-letter task, back to the inbox)."""
         valid: list[tuple[str, AbstractIncomingMessage, dict[str, Any]]] = []
         for queue, message in batch:
             if not self._accepting:
+                del owned[id(message)]
                 await self._requeue(message)
                 continue
             try:
                 valid.append((queue, message, parse_body(message.body)))
             except ValueError as exc:  # dead-lettering waits for a confirm: not in the batch
+                del owned[id(message)]
                 self._track(self._reject(queue, message, str(exc)), [message])
-        slots = []
-        for _ in valid:
-            slots.append(await _Slot.take(self._capacity))
-        if not self._accepting:
-            for (_, message, _), slot in zip(valid, slots, strict=True):
-                slot.release()
+        if not valid:
+            return
+        release_launch = self._launch_slot()
+        try:
+            taken = await self._capacity.take_some(len(valid))
+            if taken < len(valid):  # the rest waits in the inbox, holding no capacity
+                for _, message, _ in valid[taken:]:
+                    del owned[id(message)]
+                self._inbox[:0] = [(queue, message) for queue, message, _ in valid[taken:]]
+                valid = valid[:taken]
+            await self._start_and_settle(valid, owned, release_launch)
+        finally:
+            release_launch()  # no-op once the launcher called it
+
+    async def _start_and_settle(
+        self,
+        valid: list[tuple[str, AbstractIncomingMessage, dict[str, Any]]],
+        owned: dict[int, AbstractIncomingMessage],
+        on_started: Callable[[], None],
+    ) -> None:
+        """Launch ``valid`` (one capacity unit each, already taken) and settle each."""
+        if not self._accepting:  # stopped while waiting for capacity
+            self._capacity.give(len(valid))
+            for _, message, _ in valid:
+                del owned[id(message)]
                 await self._requeue(message)
             return
-        if valid:
-            started = self._launch_slot()
-            try:
-                outcomes = await self._launch(valid, started)
-            finally:
-                started()  # no-op once the launcher called it
-            for item, slot, outcome in zip(valid, slots, outcomes, strict=True):
-                await self._settle_launch(item, slot, outcome)
+        unsettled = len(valid)
+        try:
+            outcomes = await self._launch(valid, on_started)
+            for item, outcome in zip(valid, outcomes, strict=True):
+                unsettled -= 1
+                del owned[id(item[1])]
+                await self._settle_launch(item, outcome)
+        finally:
+            self._capacity.give(unsettled)  # what a failure left unsettled (owned: requeued)
 
     async def _launch(
         self,
@@ -282,12 +315,13 @@ class Intake:
     async def _settle_launch(
         self,
         item: tuple[str, AbstractIncomingMessage, dict[str, Any]],
-        slot: _Slot,
         outcome: Launched | Exception,
     ) -> None:
+        """Ack, requeue or wait on one started delivery; its capacity unit goes back now,
+        or when its job ends."""
         queue, message, _ = item
         if isinstance(outcome, Exception):  # e.g. store unhealthy: the broker keeps it
-            slot.release()
+            self._capacity.give()
             logger.error(
                 "message %s from %s not started (%s); requeued", message.message_id, queue, outcome
             )
@@ -295,9 +329,9 @@ class Intake:
             return
         self._metrics.message(queue, "accepted" if outcome.created else "duplicate")
         if outcome.ended is None:
-            slot.release()
+            self._capacity.give()
         else:
-            slot.release_when(outcome.ended)
+            outcome.ended.add_done_callback(self._capacity.give_back)
             self._after_end(outcome, message)
         if self._acks is not None and (outcome.ended is None or outcome.durable):
             self._acks.settle(message, Settle.ACK)  # the common case, without a task
@@ -395,22 +429,50 @@ class Intake:
         return sent
 
 
-class _Slot:
-    """One unit of Runtime capacity, held until released or until the job ends."""
+class _Capacity:
+    """Free Runtime capacity, in jobs; loop-only.
 
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
-        self._semaphore = semaphore
+    A batch takes what is free (waiting only while nothing is), never holding some
+    units while it waits for more: batches that each held part of what they needed
+    could otherwise wait on one another for good.
+    """
 
-    @classmethod
-    async def take(cls, semaphore: asyncio.Semaphore) -> _Slot:
-        await semaphore.acquire()
-        return cls(semaphore)
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
-    def release(self) -> None:
-        self._semaphore.release()
+    async def take_some(self, wanted: int) -> int:
+        """Wait until a unit is free, then take up to ``wanted`` units; how many."""
+        while self._free <= 0:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # it was woken: pass the wake-up on
+                raise
+        taken = min(wanted, self._free)
+        self._free -= taken
+        self._wake()
+        return taken
 
-    def release_when(self, ended: asyncio.Future[Any]) -> None:
-        ended.add_done_callback(lambda _f: self._semaphore.release())
+    def give(self, count: int = 1) -> None:
+        """Return ``count`` units."""
+        if count > 0:
+            self._free += count
+            self._wake()
+
+    def give_back(self, _ended: asyncio.Future[Any]) -> None:
+        """Done-callback form of ``give()`` for a job's end."""
+        self.give()
+
+    def _wake(self) -> None:
+        while self._waiters and self._free > 0:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
 
 async def _ack(message: AbstractIncomingMessage) -> None:

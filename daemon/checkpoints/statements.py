@@ -40,8 +40,9 @@ __all__ = [
     "upsert_snapshots",
 ]
 
-#: Rows per upsert statement at most; 8 parameters a row stays far below SQLite's limit.
-MAX_ROWS_PER_STATEMENT = 256
+#: Rows per multi-row statement at most: 8 parameters a row stays within 999, the
+#: parameter limit of SQLite before 3.32.
+MAX_ROWS_PER_STATEMENT = 124
 
 
 @functools.cache
@@ -65,8 +66,8 @@ def upsert_snapshots(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) 
 
     Not executemany: the sqlite3 module releases the GIL around every statement step,
     and with busy Runtime threads each re-acquisition waits out a switch interval, so
-    one row per step held the writer to a few dozen rows a second. Chunks are powers
-    of two, so a handful of prepared statements serve every group size.
+    one row per step held the writer to a few dozen rows a second. Chunk sizes halve
+    from MAX_ROWS_PER_STATEMENT, so a handful of prepared statements serve every size.
     """
     start, size = 0, MAX_ROWS_PER_STATEMENT
     while start < len(rows):
@@ -197,7 +198,8 @@ def _claim_chunk(
     results: list[tuple[str, bool]] = []
     seen: set[str] = set()
     for claim in claims:
-        owner = owners.get(claim.dedupe_key, claim.job_id) if claim.dedupe_key else claim.job_id
+        key = claim.dedupe_key
+        owner = owners.get(key, claim.job_id) if key is not None else claim.job_id
         created = owner == claim.job_id and claim.job_id not in existed and owner not in seen
         seen.add(owner)
         results.append((owner, created))

@@ -169,6 +169,15 @@ def test_claim_many_claims_in_order_and_dedupes_within_and_across_calls(
     assert store.claim_many([]) == []
 
 
+def test_an_empty_dedupe_key_is_a_key_like_any_other(store: CheckpointStore) -> None:
+    assert store.claim("o1", "flow", "amqp:q", "") == ("o1", True)
+    again = store.claim_many(
+        [ClaimRequest("n1", "flow", "amqp:q", ""), ClaimRequest("n2", "flow", "amqp:q", "")]
+    )
+    assert again == [("o1", False), ("o1", False)]
+    assert store.get_job("n1") is None and store.get_job("n2") is None
+
+
 def test_claim_many_handles_more_claims_than_one_statement_holds(store: CheckpointStore) -> None:
     requests = [ClaimRequest(f"j{i}", "flow", None, f"k{i % 400}") for i in range(1000)]
     results = store.claim_many(requests)
