@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
-from aio_pika.abc import AbstractIncomingMessage
+from daemon.amqp.delivery import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class Settle(Enum):
 
 @dataclass
 class _Entry:
-    message: AbstractIncomingMessage
+    message: Delivery
     outcome: Settle = Settle.PENDING
 
 
@@ -48,13 +48,13 @@ class AckBatcher:
         self._flush: asyncio.Task[None] | None = None
         self._again = False
 
-    def track(self, message: AbstractIncomingMessage) -> None:
+    def track(self, message: Delivery) -> None:
         """Register a delivery as it arrives (tags arrive in increasing order)."""
         entry = _Entry(message)
         self._entries[id(message)] = entry
         self._channels.setdefault(_channel_key(message), deque()).append(entry)
 
-    def settle(self, message: AbstractIncomingMessage, outcome: Settle) -> None:
+    def settle(self, message: Delivery, outcome: Settle) -> None:
         """Ack or requeue ``message`` with the next flush."""
         entry = self._entries.pop(id(message), None)
         if entry is None:
@@ -80,7 +80,7 @@ class AckBatcher:
 
     async def _flush_channel(self, key: int) -> None:
         queue = self._channels[key]
-        last_ack: AbstractIncomingMessage | None = None
+        last_ack: Delivery | None = None
         try:
             while queue and queue[0].outcome is not Settle.PENDING:
                 entry = queue.popleft()
@@ -102,7 +102,7 @@ class AckBatcher:
             del self._channels[key]
 
 
-def _channel_key(message: AbstractIncomingMessage) -> int:
+def _channel_key(message: Delivery) -> int:
     """Identity of the (underlying) channel a delivery came on; tags are per channel."""
     try:
         return id(message.channel)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -28,7 +28,9 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     AbstractRobustQueue,
 )
+from aiormq.abc import DeliveredMessage
 
+from daemon.amqp.delivery import Delivery, RawDelivery
 from daemon.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ logger = logging.getLogger(__name__)
 RECONNECT_INTERVAL = 1.0
 
 #: Called for each delivery on the loop; must return quickly (spawn work).
-OnMessage = Callable[[str, AbstractIncomingMessage], None]
+OnMessage = Callable[[str, Delivery], None]
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,13 @@ class AmqpConsumer:
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=self._prefetch)
         self._channel = channel
+        channel.reopen_callbacks.add(self._restore_raw_reading)
         await channel.declare_exchange(self._dlx, aio_pika.ExchangeType.DIRECT, durable=True)
         for binding in self._bindings:
             queue = await self._declare_queue(connection, channel, binding.queue)
             tag = await queue.consume(self._callback(binding.queue), no_ack=False)
             self._queues[binding.queue] = (queue, tag)
+            await self._read_raw(channel, binding.queue, tag)
 
     async def _declare_queue(
         self,
@@ -184,13 +188,37 @@ class AmqpConsumer:
             name, durable=True, arguments=queue_arguments(name, self._dlx)
         )
 
-    def _callback(self, queue: str) -> Callable[[AbstractIncomingMessage], None]:
-        # A plain function, not a coroutine: aio-pika then calls it without
-        # wrapping it in a task of its own; the intake spawns the one task needed.
-        def deliver(message: AbstractIncomingMessage) -> None:
+    def _callback(self, queue: str) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        # aio-pika's own path, used until _read_raw takes over (and again briefly
+        # after each reconnect).
+        async def deliver(message: AbstractIncomingMessage) -> None:
             self._on_message(queue, message)
 
         return deliver
+
+    async def _read_raw(self, channel: AbstractRobustChannel, queue: str, tag: str) -> None:
+        """Take ``tag``'s deliveries straight from aiormq, as :class:`RawDelivery`.
+
+        aio-pika stays the owner of the consumer: after a reconnect or a broker-sent
+        cancel it consumes again with its own callback (correct, only slower) and
+        :meth:`_restore_raw_reading` swaps the raw reader back in.
+        """
+        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+        if tag not in underlay.consumers:
+            return
+
+        async def deliver(message: DeliveredMessage) -> None:
+            self._on_message(queue, RawDelivery(message))
+
+        underlay.consumers[tag] = deliver
+
+    def _restore_raw_reading(self, _sender: Any = None) -> None:
+        channel = self._channel
+        if channel is None or self._cancelled:
+            return
+        for name, (_, tag) in list(self._queues.items()):
+            task = asyncio.get_running_loop().create_task(self._read_raw(channel, name, tag))
+            task.add_done_callback(_log_failure)
 
     def _on_close(self, _sender: Any, exc: BaseException | None = None) -> None:
         if not self._cancelled:
@@ -199,6 +227,7 @@ class AmqpConsumer:
 
     def _on_reconnect(self, _sender: Any) -> None:
         logger.info("amqp reconnected; consumers restored")
+        self._restore_raw_reading()
         self._on_state(True)
 
     async def cancel(self) -> None:
@@ -222,3 +251,8 @@ class AmqpConsumer:
         if self._connection is not None:
             await self._connection.close()
         self._on_state(False)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("raw delivery reading not restored: %s", task.exception())

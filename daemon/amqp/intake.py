@@ -28,10 +28,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal, Protocol
 
 import orjson
-from aio_pika.abc import AbstractIncomingMessage
 
 from daemon.amqp.acks import AckBatcher, Settle
 from daemon.amqp.consumer import QueueBinding
+from daemon.amqp.delivery import Delivery
 from daemon.amqp.publisher import Publisher, ReplyOutbox, ReplyTarget
 from daemon.bridge import Bridge
 from daemon.launcher import Launched, Launcher, LaunchRequest
@@ -143,8 +143,8 @@ class Intake:
         self._ack_mode = ack_mode
         self._capacity = _Capacity(capacity)
         self._accepting = True
-        self._tasks: dict[asyncio.Task[None], list[AbstractIncomingMessage]] = {}
-        self._inbox: list[tuple[str, AbstractIncomingMessage]] = []
+        self._tasks: dict[asyncio.Task[None], list[Delivery]] = {}
+        self._inbox: list[tuple[str, Delivery]] = []
         self._launching = 0
         self._reply_tasks: set[asyncio.Task[None]] = set()
         self._outbox_lock = asyncio.Lock()
@@ -154,7 +154,7 @@ class Intake:
         # batched acks of every later delivery, so those are acked one by one.
         self._acks = AckBatcher() if ack_mode == "on_checkpoint" else None
 
-    def on_message(self, queue: str, message: AbstractIncomingMessage) -> None:
+    def on_message(self, queue: str, message: Delivery) -> None:
         """Consumer callback: queue the delivery for this iteration's batch; never blocks."""
         if self._acks is not None:
             self._acks.track(message)
@@ -173,7 +173,7 @@ class Intake:
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
 
-    async def _handle_safely(self, batch: list[tuple[str, AbstractIncomingMessage]]) -> None:
+    async def _handle_safely(self, batch: list[tuple[str, Delivery]]) -> None:
         owned = {id(message): message for _, message in batch}
         try:
             await self._handle(batch, owned)
@@ -182,13 +182,13 @@ class Intake:
             for message in owned.values():
                 await self._requeue(message)
 
-    async def _ack(self, message: AbstractIncomingMessage) -> None:
+    async def _ack(self, message: Delivery) -> None:
         if self._acks is not None:
             self._acks.settle(message, Settle.ACK)
         else:
             await _ack(message)
 
-    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+    async def _requeue(self, message: Delivery) -> None:
         if self._acks is not None:
             self._acks.settle(message, Settle.REQUEUE)
         else:
@@ -220,12 +220,12 @@ class Intake:
 
     async def _handle(
         self,
-        batch: list[tuple[str, AbstractIncomingMessage]],
-        owned: dict[int, AbstractIncomingMessage],
+        batch: list[tuple[str, Delivery]],
+        owned: dict[int, Delivery],
     ) -> None:
         """Start a batch; ``owned`` holds the deliveries this call has yet to settle or
         hand on (to a dead-letter task, back to the inbox)."""
-        valid: list[tuple[str, AbstractIncomingMessage, dict[str, Any]]] = []
+        valid: list[tuple[str, Delivery, dict[str, Any]]] = []
         for queue, message in batch:
             if not self._accepting:
                 del owned[id(message)]
@@ -252,8 +252,8 @@ class Intake:
 
     async def _start_and_settle(
         self,
-        valid: list[tuple[str, AbstractIncomingMessage, dict[str, Any]]],
-        owned: dict[int, AbstractIncomingMessage],
+        valid: list[tuple[str, Delivery, dict[str, Any]]],
+        owned: dict[int, Delivery],
         on_started: Callable[[], None],
     ) -> None:
         """Launch ``valid`` (one capacity unit each, already taken) and settle each."""
@@ -275,7 +275,7 @@ class Intake:
 
     async def _launch(
         self,
-        valid: list[tuple[str, AbstractIncomingMessage, dict[str, Any]]],
+        valid: list[tuple[str, Delivery, dict[str, Any]]],
         on_started: Callable[[], None],
     ) -> list[Launched | Exception]:
         requests = []
@@ -314,7 +314,7 @@ class Intake:
 
     async def _settle_launch(
         self,
-        item: tuple[str, AbstractIncomingMessage, dict[str, Any]],
+        item: tuple[str, Delivery, dict[str, Any]],
         outcome: Launched | Exception,
     ) -> None:
         """Ack, requeue or wait on one started delivery; its capacity unit goes back now,
@@ -338,15 +338,13 @@ class Intake:
             return
         self._track(self._ack_when_due(outcome, message), [message])
 
-    def _track(
-        self, work: Coroutine[Any, Any, None], messages: list[AbstractIncomingMessage]
-    ) -> None:
+    def _track(self, work: Coroutine[Any, Any, None], messages: list[Delivery]) -> None:
         """Run ``work`` as a task whose unsettled ``messages`` settle() requeues on shutdown."""
         task = asyncio.get_running_loop().create_task(work)
         self._tasks[task] = messages
         task.add_done_callback(self._forget)
 
-    async def _ack_when_due(self, launched: Launched, message: AbstractIncomingMessage) -> None:
+    async def _ack_when_due(self, launched: Launched, message: Delivery) -> None:
         durable = True
         if launched.ended is not None:
             if self._ack_mode == "on_complete":
@@ -359,7 +357,7 @@ class Intake:
         else:  # never ack what the store did not commit; the claim dedupes the redelivery
             await self._requeue(message)
 
-    async def _reject(self, queue: str, message: AbstractIncomingMessage, reason: str) -> None:
+    async def _reject(self, queue: str, message: Delivery, reason: str) -> None:
         logger.warning("dead-lettering message %s from %s: %s", message.message_id, queue, reason)
         try:
             await self._publisher.dead_letter(queue, message, reason)
@@ -371,7 +369,7 @@ class Intake:
         self._metrics.dead_lettered(queue)
         await self._ack(message)
 
-    def _reply_recorder(self, message: AbstractIncomingMessage) -> Callable[[str], None] | None:
+    def _reply_recorder(self, message: Delivery) -> Callable[[str], None] | None:
         """Records the reply target in the outbox (blocking) before the job can end."""
         reply_to, correlation_id = message.reply_to, message.correlation_id
         if not reply_to:
@@ -379,7 +377,7 @@ class Intake:
         outbox = self._outbox
         return lambda job_id: outbox.add_reply(job_id, reply_to, correlation_id)
 
-    def _after_end(self, launched: Launched, message: AbstractIncomingMessage) -> None:
+    def _after_end(self, launched: Launched, message: Delivery) -> None:
         if not message.reply_to or launched.ended is None:
             return
         target = ReplyTarget(launched.job_id, message.reply_to, message.correlation_id)
@@ -475,14 +473,14 @@ class _Capacity:
                 return
 
 
-async def _ack(message: AbstractIncomingMessage) -> None:
+async def _ack(message: Delivery) -> None:
     try:
         await message.ack()
     except Exception as exc:  # channel died: the broker redelivers, the claim dedupes
         logger.info("ack of %s skipped (%s); it will be redelivered", message.message_id, exc)
 
 
-async def _settle(message: AbstractIncomingMessage, *, requeue: bool) -> None:
+async def _settle(message: Delivery, *, requeue: bool) -> None:
     if message.processed:
         return
     try:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.abc import AbstractRobustChannel
 
+from daemon.amqp.delivery import Delivery
 from daemon.errors import BrokerUnavailable
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class Publisher:
             raise BrokerUnavailable("not connected to RabbitMQ")
         return channel
 
-    async def dead_letter(self, queue: str, message: AbstractIncomingMessage, reason: str) -> None:
+    async def dead_letter(self, queue: str, message: Delivery, reason: str) -> None:
         """Publish a copy of ``message`` to ``<queue>.dlq`` with the reason header."""
         channel = self._require_channel()
         headers = dict(message.headers or {})
