@@ -174,35 +174,18 @@ def _claim_chunk(
     conn: sqlite3.Connection, claims: Sequence[ClaimRequest]
 ) -> list[tuple[str, bool]]:
     now = utc_now_iso()
-    ids = [c.job_id for c in claims]
-    marks = ", ".join("?" * len(claims))
-    existed = set(
-        _json_column(
-            conn, f"SELECT json_group_array(job_id) FROM jobs WHERE job_id IN ({marks})", ids
-        )
-    )
     rows = ", ".join(["(?, ?, 'pending', ?, ?, ?, ?)"] * len(claims))
-    conn.execute(
+    before = conn.total_changes
+    cursor = conn.execute(
         "INSERT OR IGNORE INTO jobs (job_id, flow_id, status, trigger, dedupe_key,"
         f" created_at, updated_at) VALUES {rows}",
         [v for c in claims for v in (c.job_id, c.flow_id, c.trigger, c.dedupe_key, now, now)],
     )
-    keys = [c.dedupe_key for c in claims if c.dedupe_key is not None]
-    owners: dict[str, str] = {}
-    if keys:
-        query = (
-            "SELECT json_group_array(json_array(dedupe_key, job_id)) FROM jobs"
-            f" WHERE dedupe_key IN ({', '.join('?' * len(keys))})"
-        )
-        owners = {key: job for key, job in _json_column(conn, query, keys)}
-    results: list[tuple[str, bool]] = []
-    seen: set[str] = set()
-    for claim in claims:
-        key = claim.dedupe_key
-        owner = owners.get(key, claim.job_id) if key is not None else claim.job_id
-        created = owner == claim.job_id and claim.job_id not in existed and owner not in seen
-        seen.add(owner)
-        results.append((owner, created))
+    inserted = conn.total_changes - before
+    if inserted == len(claims):  # the usual case: every claim is new
+        results = [(c.job_id, True) for c in claims]
+    else:
+        results = _sort_out_claims(conn, claims, inserted, cursor.lastrowid)
     entries = [
         (c.job_id, json.dumps(c.entry_params if c.entry_params is not None else {}))
         for c, (_, created) in zip(claims, results, strict=True)
@@ -214,6 +197,45 @@ def _claim_chunk(
             + ", ".join(["(?, ?)"] * len(entries)),
             [v for entry in entries for v in entry],
         )
+    return results
+
+
+def _sort_out_claims(
+    conn: sqlite3.Connection,
+    claims: Sequence[ClaimRequest],
+    inserted: int,
+    last_rowid: int | None,
+) -> list[tuple[str, bool]]:
+    """Which claims of a partly ignored insert created their job, and who owns the rest.
+
+    The rows one INSERT adds get consecutive rowids ending at ``last_rowid``, so the
+    new ones are the ``inserted`` highest; every other claim's id or key was taken.
+    """
+    created: set[str] = set()
+    if inserted and last_rowid is not None:
+        created = set(
+            _json_column(
+                conn,
+                "SELECT json_group_array(job_id) FROM jobs WHERE rowid > ?",
+                [last_rowid - inserted],
+            )
+        )
+    keys = [c.dedupe_key for c in claims if c.dedupe_key is not None]
+    owners: dict[str, str] = {}
+    if keys:
+        query = (
+            "SELECT json_group_array(json_array(dedupe_key, job_id)) FROM jobs"
+            f" WHERE dedupe_key IN ({', '.join('?' * len(keys))})"
+        )
+        owners = {key: job for key, job in _json_column(conn, query, keys)}
+    results: list[tuple[str, bool]] = []
+    for claim in claims:
+        key = claim.dedupe_key
+        owner = owners.get(key, claim.job_id) if key is not None else claim.job_id
+        is_new = claim.job_id in created and owner == claim.job_id
+        if is_new:
+            created.discard(claim.job_id)  # the same id again in this call is a duplicate
+        results.append((owner, is_new))
     return results
 
 

@@ -169,6 +169,18 @@ def test_claim_many_claims_in_order_and_dedupes_within_and_across_calls(
     assert store.claim_many([]) == []
 
 
+def test_claim_many_with_a_repeated_id_creates_it_once(store: CheckpointStore) -> None:
+    store.claim("other", "flow", None, "taken")
+    results = store.claim_many(
+        [
+            ClaimRequest("x", "flow", None, "taken"),  # key taken: x is not created here
+            ClaimRequest("x", "flow", None, "fresh"),  # so this one creates x
+            ClaimRequest("x", "flow", None, None),  # and this one repeats it
+        ]
+    )
+    assert results == [("other", False), ("x", True), ("x", False)]
+
+
 def test_an_empty_dedupe_key_is_a_key_like_any_other(store: CheckpointStore) -> None:
     assert store.claim("o1", "flow", "amqp:q", "") == ("o1", True)
     again = store.claim_many(
