@@ -1,7 +1,10 @@
 """Checkpoint-store overhead: workload W1 with and without the SQLite store.
 
 W1 is a 4-routine chain, 2,000 concurrent jobs, ``thread_pool_size=8``. Each round
-runs three variants, interleaved so machine noise hits them alike: no checkpointer,
+runs the variants interleaved, so machine noise hits them alike: no checkpointer;
+two checkpointers that drop everything (one takes every snapshot through ``save``,
+the engine's cost of building them all; one only receives ``save_deferred``
+notices, the engine's cost when the store builds what it writes);
 SqliteCheckpointStore with ``synchronous=normal`` and with ``synchronous=full``. A
 store variant's clock stops only when every job has completed *and* its terminal
 snapshot is committed. Reported: median jobs/s over the rounds, ratio to the
@@ -9,8 +12,8 @@ store-less run of the same round, writer commits/s and snapshots per commit. Eac
 all jobs completed and (for the store) that the table holds all of them completed;
 a failed check marks the variant FAIL.
 
-A second table shows durable ``claim()`` throughput (8 threads, the daemon's
-per-message cost; concurrent claims share commits).
+A second table shows durable claim throughput: ``claim()`` from 8 threads, and
+``claim_many`` batches of 30 from 2 threads as the daemon's intake makes them.
 
 Usage: ``python bench/store_bench.py [--jobs 2000] [--rounds 5]``; prints markdown.
 """
@@ -31,17 +34,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine_table, markdown_table, median, paired_ratio
 
+from daemon.checkpoints import ClaimRequest
 from daemon.checkpoints.sqlite import SqliteCheckpointStore
 from routilux import Flow, Routine, Runtime
 from routilux.monitoring.flow_registry import FlowRegistry
 
 #: Name of the benchmark flow in its private registry.
 FLOW = "w1_chain"
-#: Variants in run order: label -> synchronous mode (None: no store; "null": a checkpointer
-#: that drops every snapshot, i.e. the engine's own cost of taking snapshots).
+#: Variants in run order: label -> synchronous mode (None: no store; "null"/"null-deferred":
+#: checkpointers that drop everything, see the module docstring).
 VARIANTS: dict[str, str | None] = {
     "no store": None,
-    "null checkpointer": "null",
+    "null checkpointer (save)": "null",
+    "null checkpointer (save_deferred)": "null-deferred",
     "sqlite normal": "normal",
     "sqlite full": "full",
 }
@@ -52,6 +57,13 @@ class NullCheckpointer:
 
     def save(self, snapshot: dict[str, Any]) -> None:
         del snapshot
+
+
+class NullDeferredCheckpointer(NullCheckpointer):
+    """Also offers ``save_deferred`` and ignores it: no snapshot is ever built."""
+
+    def save_deferred(self, job_state: Any, seq: int) -> None:
+        del job_state, seq
 
 
 class Pass(Routine):
@@ -91,10 +103,11 @@ def run_variant(
 ) -> dict[str, Any]:
     """One W1 run; returns jobs/s, writer figures and any correctness problems."""
     store = None
-    if mode not in (None, "null"):
+    if mode not in (None, "null", "null-deferred"):
         path = workdir / f"w1-{mode}-{time.monotonic_ns()}.db"
         store = SqliteCheckpointStore(str(path), synchronous=mode)
-    checkpointer = NullCheckpointer() if mode == "null" else store
+    nulls = {"null": NullCheckpointer, "null-deferred": NullDeferredCheckpointer}
+    checkpointer = nulls[mode]() if mode in nulls else store
     problems: list[str] = []
     with Runtime(thread_pool_size=8, checkpointer=checkpointer, registry=registry) as runtime:
         start = time.perf_counter()
@@ -113,6 +126,7 @@ def run_variant(
         result["commits_per_s"] = stats.commits / elapsed
         result["per_commit"] = stats.snapshots_per_commit
         result["received"] = stats.snapshots_received / jobs
+        result["written"] = stats.snapshots_committed / jobs
         conn = sqlite3.connect(store.path)
         done = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'completed'").fetchone()[0]
         conn.close()
@@ -121,16 +135,26 @@ def run_variant(
     return result
 
 
-def run_claims(claims: int, threads: int, mode: str, workdir: Path) -> dict[str, float]:
-    """Durable claims from ``threads`` threads at once (the daemon's per-message cost)."""
+def run_claims(
+    claims: int, threads: int, mode: str, workdir: Path, batch: int = 1
+) -> dict[str, float]:
+    """Durable claims from ``threads`` threads at once, ``batch`` per call (the daemon's
+    per-message cost: it claims each loop iteration's deliveries with one claim_many)."""
     store = SqliteCheckpointStore(
         str(workdir / f"claims-{mode}-{time.monotonic_ns()}.db"), synchronous=mode
     )
     per_thread = claims // threads
 
     def claim_all(t: int) -> None:
-        for i in range(per_thread):
-            store.claim(f"{t}-{i}", FLOW, "bench", f"key-{t}-{i}", {"n": i})
+        for first in range(0, per_thread, batch):
+            requests = [
+                ClaimRequest(f"{t}-{i}", FLOW, "bench", f"key-{t}-{i}", {"n": i})
+                for i in range(first, min(first + batch, per_thread))
+            ]
+            if batch == 1:
+                store.claim(*requests[0])
+            else:
+                store.claim_many(requests)
 
     pool = [threading.Thread(target=claim_all, args=(t,)) for t in range(threads)]
     start = time.perf_counter()
@@ -147,6 +171,10 @@ def run_claims(claims: int, threads: int, mode: str, workdir: Path) -> dict[str,
     }
 
 
+#: Claim patterns: label -> (threads, claims per call).
+CLAIM_PATTERNS = {"claim(), 8 threads": (8, 1), "claim_many(30), 2 threads": (2, 30)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2000)
@@ -160,8 +188,11 @@ def main() -> int:
             for label, mode in VARIANTS.items():
                 results[label].append(run_variant(registry, args.jobs, mode, Path(tmp)))
         claims = {
-            mode: [run_claims(2000, 8, mode, Path(tmp)) for _ in range(args.rounds)]
+            (mode, label): [
+                run_claims(2000, threads, mode, Path(tmp), batch) for _ in range(args.rounds)
+            ]
             for mode in ("normal", "full")
+            for label, (threads, batch) in CLAIM_PATTERNS.items()
         }
     print(report(results, args.jobs, args.rounds))
     print()
@@ -187,6 +218,7 @@ def report(results: dict[str, list[dict[str, Any]]], jobs: int, rounds: int) -> 
                 f"{median(r['commits_per_s'] for r in runs):,.0f}" if store else "-",
                 f"{median(r['per_commit'] for r in runs):.1f}" if store else "-",
                 f"{median(r['received'] for r in runs):.1f}" if store else "-",
+                f"{median(r['written'] for r in runs):.2f}" if store else "-",
             ]
         )
     headers = [
@@ -196,7 +228,8 @@ def report(results: dict[str, list[dict[str, Any]]], jobs: int, rounds: int) -> 
         "vs no store (paired)",
         "commits/s",
         "snapshots/commit",
-        "snapshots/job",
+        "changes/job",
+        "snapshots written/job",
     ]
     problems = sorted({p for runs in results.values() for r in runs for p in r["problems"]})
     return "\n\n".join(
@@ -206,26 +239,28 @@ def report(results: dict[str, list[dict[str, Any]]], jobs: int, rounds: int) -> 
             markdown_table(headers, rows),
             "vs no store is the median over rounds of the ratio to that round's store-less run."
             " Store variants stop the clock when every terminal snapshot is committed;"
-            " snapshots/job counts what the Runtime handed to the store (the writer keeps"
-            " only the newest per job in each group).",
+            " changes/job counts the checkpoints the Runtime announced to the store;"
+            " snapshots written/job the ones it built and wrote (the writer keeps only"
+            " the newest per job in each group, and takes it only then).",
             ("Problems: " + "; ".join(problems)) if problems else "All correctness checks passed.",
         ]
     )
 
 
-def claims_report(claims: dict[str, list[dict[str, float]]]) -> str:
+def claims_report(claims: dict[tuple[str, str], list[dict[str, float]]]) -> str:
     rows = [
         [
             f"sqlite {mode}",
+            label,
             f"{median(r['rate'] for r in runs):,.0f}",
             f"{median(r['per_commit'] for r in runs):.1f}",
         ]
-        for mode, runs in claims.items()
+        for (mode, label), runs in claims.items()
     ]
     return "\n\n".join(
         [
-            "### Durable claims (2,000 claims from 8 threads, each waits for its commit)",
-            markdown_table(["store", "claims/s (median)", "claims/commit"], rows),
+            "### Durable claims (2,000 claims, each call waits for its commit)",
+            markdown_table(["store", "calls", "claims/s (median)", "claims/commit"], rows),
         ]
     )
 
