@@ -257,13 +257,18 @@ class Launcher:
             durable = await _bounded(
                 self._bridge.wrap(future), future, STORE_TIMEOUT, "first checkpoints"
             )
-        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        except Exception as exc:  # e.g. asyncio.TimeoutError (not the builtin one before 3.11)
+            # The jobs run anyway; the caller's own durability wait decides about acks.
+            logger.warning("first checkpoints of %d job(s) not confirmed: %s", len(started), exc)
             return set()
         if self._observe_checkpoint is not None:
             done_at = time.perf_counter()
-            for job_id, _, began in started:
-                if job_id in durable:
-                    self._observe_checkpoint(done_at - began)
+            try:
+                for job_id, _, began in started:
+                    if job_id in durable:
+                        self._observe_checkpoint(done_at - began)
+            except Exception:  # metrics must not undo a launch
+                logger.exception("recording checkpoint latency failed")
         return durable
 
     async def durable(self, job_id: str) -> bool:

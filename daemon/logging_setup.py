@@ -96,10 +96,16 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         finally:
             self._grouping.lines = None
             if lines:
-                text = self.terminator.join(lines) + self.terminator
-                with self.lock or nullcontext():
-                    self.stream.write(text)
-                    self.flush()
+                self._write_group(lines)
+
+    def _write_group(self, lines: list[str]) -> None:
+        text = self.terminator.join(lines) + self.terminator
+        try:
+            with self.lock or nullcontext():
+                self.stream.write(text)
+                self.flush()
+        except Exception:  # as emit() does: report on stderr, never raise into the caller
+            self.handleError(logging.makeLogRecord({"msg": text}))
 
 
 @contextmanager
@@ -107,8 +113,9 @@ def grouped_writes() -> Iterator[None]:
     """Gather this thread's log records into one write at the end of the block.
 
     Records still pass through levels, filters and formatters as usual; only the
-    daemon's own handler (if installed) defers its writes. Use it around a burst of
-    records, not around anything that may block.
+    daemon's own handler (if installed) defers its writes. Grouping is per thread:
+    use it around a burst of records on one thread (the job tracker's log writer),
+    not around anything that blocks or awaits, or other work's records wait too.
     """
     handler = next((h for h in logging.getLogger().handlers if h.get_name() == HANDLER_NAME), None)
     if not isinstance(handler, LineHandler):
@@ -123,7 +130,9 @@ def setup_logging(
 ) -> LineHandler:
     """Install one handler on the root logger (replacing one installed before).
 
-    Other handlers (pytest's, a host application's) are left alone. Below DEBUG,
+    Other handlers (pytest's, a host application's) are left alone, but the
+    process-wide record fields the daemon's formats never show are no longer
+    collected: caller (``funcName``, ``lineno``), thread and process ids. Below DEBUG,
     the AMQP and scheduler libraries are limited to warnings. Returns the handler
     so a caller can remove it.
     """

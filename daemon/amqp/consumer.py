@@ -38,6 +38,10 @@ logger = logging.getLogger(__name__)
 #: Seconds between reconnection attempts (aio-pika's robust connection loop).
 RECONNECT_INTERVAL = 1.0
 
+#: How often to look (every RECONNECT_INTERVAL / 10 s) for aio-pika's consumer recovery
+#: after a broker-sent cancel before raw reading is resumed.
+RAW_RESTORE_CHECKS = 300
+
 #: Called for each delivery on the loop; must return quickly (spawn work).
 OnMessage = Callable[[str, Delivery], None]
 
@@ -200,17 +204,44 @@ class AmqpConsumer:
         """Take ``tag``'s deliveries straight from aiormq, as :class:`RawDelivery`.
 
         aio-pika stays the owner of the consumer: after a reconnect or a broker-sent
-        cancel it consumes again with its own callback (correct, only slower) and
-        :meth:`_restore_raw_reading` swaps the raw reader back in.
+        cancel it consumes again with its own callback (correct, only slower), and
+        :meth:`_restore_raw_reading` / :meth:`_on_broker_cancel` swap the raw reader
+        back in.
         """
         underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+        underlay.on_consumer_cancel_callbacks.add(self._on_broker_cancel)  # a set: added once
         if tag not in underlay.consumers:
             return
 
-        async def deliver(message: DeliveredMessage) -> None:
+        async def read_raw(message: DeliveredMessage) -> None:
             self._on_message(queue, RawDelivery(message))
 
-        underlay.consumers[tag] = deliver
+        underlay.consumers[tag] = read_raw
+
+    def _on_broker_cancel(self, frame: Any) -> None:
+        """The broker cancelled a consumer (e.g. its queue was deleted): aio-pika
+        consumes again with its own callback; read raw again once it has."""
+        tag = getattr(frame, "consumer_tag", None)
+        for name, (_, known) in list(self._queues.items()):
+            if known == tag and self._channel is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self._read_raw_when_restored(self._channel, name, known)
+                )
+                task.add_done_callback(_log_failure)
+
+    async def _read_raw_when_restored(
+        self, channel: AbstractRobustChannel, queue: str, tag: str
+    ) -> None:
+        # aio-pika signals nothing when its consumer recovery is done: look, a bounded while.
+        for _ in range(RAW_RESTORE_CHECKS):
+            await asyncio.sleep(RECONNECT_INTERVAL / 10)  # polling for aio-pika's recovery
+            if self._cancelled or channel.is_closed:
+                return
+            underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+            current = underlay.consumers.get(tag)
+            if current is not None and getattr(current, "__name__", "") != "read_raw":
+                await self._read_raw(channel, queue, tag)
+                return
 
     def _restore_raw_reading(self, _sender: Any = None) -> None:
         channel = self._channel

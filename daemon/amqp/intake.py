@@ -24,7 +24,7 @@ import json
 import logging
 import re
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -143,7 +143,7 @@ class Intake:
         self._ack_mode = ack_mode
         self._capacity = _Capacity(capacity)
         self._accepting = True
-        self._tasks: dict[asyncio.Task[None], list[Delivery]] = {}
+        self._tasks: dict[asyncio.Task[None], Collection[Delivery]] = {}
         self._inbox: list[tuple[str, Delivery]] = []
         self._launching = 0
         self._reply_tasks: set[asyncio.Task[None]] = set()
@@ -168,18 +168,21 @@ class Intake:
         batch, self._inbox = self._inbox, []
         if not batch:
             return
-        self._track(self._handle_safely(batch), [message for _, message in batch])
+        owned = {id(message): message for _, message in batch}
+        # settle() requeues, at shutdown, only what the batch still owns (a live view).
+        self._track(self._handle_safely(batch, owned), owned.values())
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
 
-    async def _handle_safely(self, batch: list[tuple[str, Delivery]]) -> None:
-        owned = {id(message): message for _, message in batch}
+    async def _handle_safely(
+        self, batch: list[tuple[str, Delivery]], owned: dict[int, Delivery]
+    ) -> None:
         try:
             await self._handle(batch, owned)
         except Exception:  # a bug must not leave deliveries unsettled (they would block acks)
             logger.exception("handling %d message(s) failed; requeued", len(owned))
-            for message in owned.values():
+            for message in list(owned.values()):
                 await self._requeue(message)
 
     async def _ack(self, message: Delivery) -> None:
@@ -208,7 +211,7 @@ class Intake:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         for task, messages in list(self._tasks.items()):
             task.cancel()
-            for message in messages:
+            for message in list(messages):
                 await self._requeue(message)
         leftovers, self._inbox = self._inbox, []
         for _, message in leftovers:
@@ -327,7 +330,6 @@ class Intake:
             )
             await self._requeue(message)
             return
-        self._metrics.message(queue, "accepted" if outcome.created else "duplicate")
         if outcome.ended is None:
             self._capacity.give()
         else:
@@ -335,10 +337,12 @@ class Intake:
             self._after_end(outcome, message)
         if self._acks is not None and (outcome.ended is None or outcome.durable):
             self._acks.settle(message, Settle.ACK)  # the common case, without a task
-            return
-        self._track(self._ack_when_due(outcome, message), [message])
+        else:
+            self._track(self._ack_when_due(outcome, message), [message])
+        # Counted last: whatever it raises, the delivery and its capacity are settled.
+        self._metrics.message(queue, "accepted" if outcome.created else "duplicate")
 
-    def _track(self, work: Coroutine[Any, Any, None], messages: list[Delivery]) -> None:
+    def _track(self, work: Coroutine[Any, Any, None], messages: Collection[Delivery]) -> None:
         """Run ``work`` as a task whose unsettled ``messages`` settle() requeues on shutdown."""
         task = asyncio.get_running_loop().create_task(work)
         self._tasks[task] = messages
@@ -432,45 +436,45 @@ class _Capacity:
 
     A batch takes what is free (waiting only while nothing is), never holding some
     units while it waits for more: batches that each held part of what they needed
-    could otherwise wait on one another for good.
+    could otherwise wait on one another for good. Waiters are served in order, each
+    handed its units directly, so a newcomer cannot take them first.
     """
 
     def __init__(self, size: int) -> None:
         self._free = size
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[tuple[int, asyncio.Future[int]]] = deque()
 
     async def take_some(self, wanted: int) -> int:
         """Wait until a unit is free, then take up to ``wanted`` units; how many."""
-        while self._free <= 0:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake()  # it was woken: pass the wake-up on
-                raise
-        taken = min(wanted, self._free)
-        self._free -= taken
-        self._wake()
-        return taken
+        if self._free > 0 and not self._waiters:
+            taken = min(wanted, self._free)
+            self._free -= taken
+            return taken
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append((wanted, waiter))
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give(waiter.result())  # handed over as it was cancelled: give it back
+            raise
 
     def give(self, count: int = 1) -> None:
-        """Return ``count`` units."""
-        if count > 0:
-            self._free += count
-            self._wake()
+        """Return ``count`` units, to the first waiters in line if any."""
+        if count <= 0:
+            return
+        self._free += count
+        while self._waiters and self._free > 0:
+            wanted, waiter = self._waiters.popleft()
+            if waiter.done():  # cancelled while waiting
+                continue
+            taken = min(wanted, self._free)
+            self._free -= taken
+            waiter.set_result(taken)
 
     def give_back(self, _ended: asyncio.Future[Any]) -> None:
         """Done-callback form of ``give()`` for a job's end."""
         self.give()
-
-    def _wake(self) -> None:
-        while self._waiters and self._free > 0:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
 
 async def _ack(message: Delivery) -> None:

@@ -175,13 +175,12 @@ def _claim_chunk(
 ) -> list[tuple[str, bool]]:
     now = utc_now_iso()
     rows = ", ".join(["(?, ?, 'pending', ?, ?, ?, ?)"] * len(claims))
-    before = conn.total_changes
     cursor = conn.execute(
         "INSERT OR IGNORE INTO jobs (job_id, flow_id, status, trigger, dedupe_key,"
         f" created_at, updated_at) VALUES {rows}",
         [v for c in claims for v in (c.job_id, c.flow_id, c.trigger, c.dedupe_key, now, now)],
     )
-    inserted = conn.total_changes - before
+    inserted = cursor.rowcount  # this statement's rows (total_changes is a wrapping C int)
     if inserted == len(claims):  # the usual case: every claim is new
         results = [(c.job_id, True) for c in claims]
     else:

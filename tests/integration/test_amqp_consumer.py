@@ -103,3 +103,30 @@ def test_raw_reading_comes_back_after_the_broker_drops_the_connection(
             await delivery.ack()
 
     run_consumer(amqp_url, prefix, scenario)
+
+
+def test_raw_reading_comes_back_after_a_broker_sent_cancel(
+    amqp_url: str, prefix: str, broker: Broker
+) -> None:
+    # Deleting the queue makes the broker cancel the consumer; aio-pika declares the
+    # queue again and consumes with its own callback, and the raw reader follows.
+    broker.created += [f"{prefix}.q", f"{prefix}.q.dlq"]
+
+    async def scenario(consumer: AmqpConsumer, received: list[Delivery]) -> None:
+        await asyncio.to_thread(broker.delete, f"{prefix}.q")
+        deadline = asyncio.get_running_loop().time() + 30
+        for attempt in range(10_000):
+            assert asyncio.get_running_loop().time() < deadline, "raw reading not restored"
+            # Until the queue exists again, a publish is dropped as unroutable: retry.
+            await publish(amqp_url, f"{prefix}.q", 1, f"again{attempt}")
+            mid = f"again{attempt}-0"
+            try:
+                await until(lambda m=mid: any(d.message_id == m for d in received), timeout=2)
+            except AssertionError:
+                continue
+            if isinstance(next(d for d in received if d.message_id == mid), RawDelivery):
+                break
+        for delivery in received:
+            await delivery.ack()
+
+    run_consumer(amqp_url, prefix, scenario)

@@ -307,6 +307,22 @@ def test_grouped_log_records_are_written_together_and_only_this_threads() -> Non
     assert all(" INFO daemon.test: " in line for line in lines)
 
 
+def test_a_grouped_write_that_fails_is_reported_not_raised(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError("disk full")
+
+    handler = setup_logging("text", logging.INFO, Broken())
+    try:
+        with grouped_writes():
+            logging.getLogger("daemon.test").info("lost line")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert "OSError: disk full" in capsys.readouterr().err
+
+
 # -- run (real subprocess, systemd notify protocol) -------------------------------------
 
 

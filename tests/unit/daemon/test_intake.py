@@ -152,3 +152,20 @@ def test_capacity_takes_what_is_free_and_waits_only_when_nothing_is() -> None:
         assert await capacity.take_some(1) == 1  # the cancelled waiter took nothing
 
     asyncio.run(main())
+
+
+def test_capacity_serves_waiters_before_newcomers() -> None:
+    async def main() -> None:
+        capacity = _Capacity(1)
+        assert await capacity.take_some(1) == 1
+        first = asyncio.ensure_future(capacity.take_some(3))
+        await asyncio.sleep(0)
+        capacity.give()  # handed to the waiter at once
+        newcomer = asyncio.ensure_future(capacity.take_some(1))
+        await asyncio.sleep(0)
+        assert await asyncio.wait_for(first, 1) == 1
+        assert not newcomer.done()
+        capacity.give()
+        assert await asyncio.wait_for(newcomer, 1) == 1
+
+    asyncio.run(main())
