@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
@@ -46,6 +47,13 @@ from daemon.timers import TimerSource, TimerSpec, run_id
 from routilux.monitoring.flow_registry import FlowRegistry
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a thread may hold the GIL before another waiting one takes over (CPython's
+#: default is 0.005). The loop, the store's writer and the Runtime's threads all want
+#: it; longer turns mean fewer forced hand-offs, and with the daemon bench's load this
+#: gave 1-30% more messages/s (median ~10%, 6 paired runs) at the same p99 latency.
+#: The event loop still gets the GIL within 20 ms, far inside any heartbeat.
+GIL_SWITCH_INTERVAL = 0.02
 
 #: Exit code of a clean run, drained or not.
 EXIT_OK = 0
@@ -101,6 +109,7 @@ class Service:
         try:
             await self.start()
             if self._handle_signals:  # the service owns the process
+                sys.setswitchinterval(GIL_SWITCH_INTERVAL)
                 # Modules, flows and connections made at startup live as long as the
                 # process: moved out of the cyclic GC's sight, full collections no
                 # longer walk them (each one stalls every thread while it runs).
