@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-#: Threads for blocking calls. Store claims block a thread until the writer's next
-#: group commit, so throughput is bounded by this many claims per commit.
+#: Threads for blocking calls: reply-outbox writes, drains, log writes. (Claims and
+#: first-checkpoint waits do not use them: the loop awaits the store's futures.)
 BLOCKING_THREADS = 32
 
 

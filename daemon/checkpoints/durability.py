@@ -25,9 +25,9 @@ class _GroupWaiter:
 
     __slots__ = ("durable", "future", "remaining")
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, durable: set[str]) -> None:
         self.remaining = count
-        self.durable: set[str] = set()
+        self.durable = durable
         self.future: Future[set[str]] = Future()
 
     def done(self, job_id: str) -> bool:
@@ -151,8 +151,7 @@ class DurabilityTracker:
                     durable.add(job_id)
                 else:
                     pending.append(job_id)
-            waiter = _GroupWaiter(len(pending))
-            waiter.durable = durable
+            waiter = _GroupWaiter(len(pending), durable)
             if pending and not self._closed:
                 for job_id in pending:
                     self._waiters.setdefault(job_id, []).append((self._saved.get(job_id), waiter))

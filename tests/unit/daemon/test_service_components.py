@@ -56,16 +56,22 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_tracker_reports_start_activations_and_end_and_resolves_waiters(
-    kind: str, tmp_path: Path
-) -> None:
+def pair_registry() -> FlowRegistry:
+    """A registry holding flow "pair": double -> keep."""
     registry = FlowRegistry()
     flow = Flow("pair")
     flow.add_routine(Double(), "double")
     flow.add_routine(Keep(), "keep")
     flow.connect("double", "out", "keep", "input")
     registry.register_by_name("pair", flow)
+    return registry
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_tracker_reports_start_activations_and_end_and_resolves_waiters(
+    kind: str, tmp_path: Path
+) -> None:
+    registry = pair_registry()
     store: Any = (
         MemoryCheckpointStore()
         if kind == "memory"
@@ -149,12 +155,7 @@ def test_tracker_counts_each_activation_once_with_its_duration_across_retry_time
 
 def test_the_daemons_runtime_forgets_finished_jobs() -> None:
     # The store keeps them; in memory they would only lengthen full GC passes.
-    registry = FlowRegistry()
-    flow = Flow("pair")
-    flow.add_routine(Double(), "double")
-    flow.add_routine(Keep(), "keep")
-    flow.connect("double", "out", "keep", "input")
-    registry.register_by_name("pair", flow)
+    registry = pair_registry()
     runtime = start_runtime(2, MemoryCheckpointStore(), registry)
     try:
         job = runtime.exec("pair", {"n": 1})
