@@ -1,23 +1,35 @@
-"""Start jobs from any trigger: claim them in the store, then hand them to the Runtime.
+"""Start jobs from any trigger: claim them in the store and hand them to the Runtime.
 
-The claim is the idempotency point: the store inserts the job rows with their
-dedupe keys durably *before* the jobs start and answers with the existing job when
-a key is known, so a redelivered message or a re-fired timer slot never starts a
-second job. A whole batch of deliveries is claimed in one writer transaction that
-the loop awaits without blocking a thread; the new jobs are then started with
-``Runtime.exec``, which only queues their first activations (their logic runs on
-Runtime threads). Work that blocks (recording a reply target) goes to a bridge
-thread.
+The claim is the idempotency point: a job's row carries its dedupe key, so a
+redelivered message or a re-fired timer slot never starts a second job. A batch is
+started at once, before its claims commit, when the launcher can tell for sure that
+its keys are free: no committed job owns them (one indexed read of the store) and
+no claim of its own that could still commit holds them (``_claiming``, which only
+the loop touches). Their claims are then queued *ahead* in the store's writer:
+written before any snapshot of those jobs and retried, never dropped, if a
+transaction fails, so the job's first checkpoint commits with its claim or after
+it, and nothing is acked before that. The rest take the careful way: claim, await
+the commit on the loop (no thread hop), then start. That is a key some claim still
+holds, a job with a blocking ``before_start`` (recording a reply target, done on a
+bridge thread), a store that is failing its writes, and a redelivered message
+(``claim_first``: if its job killed the process, it must be on record before it
+runs again, so that the resume can quarantine it).
+
+Starting only queues a job's first activations (``Runtime.exec``); its logic runs
+on Runtime threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -35,6 +47,15 @@ class ClaimingStore(Protocol):
     def submit_claims(
         self, claims: Sequence[ClaimRequest]
     ) -> concurrent.futures.Future[list[Claim]]: ...
+
+    def queue_claims(
+        self, claims: Sequence[ClaimRequest]
+    ) -> concurrent.futures.Future[list[Claim]]: ...
+
+    def key_owners(self, keys: Collection[str]) -> dict[str, str]: ...
+
+    @property
+    def healthy(self) -> bool: ...
 
     def durable_future_many(
         self, job_ids: Collection[str]
@@ -79,6 +100,10 @@ class LaunchRequest(NamedTuple):
     before_start: Callable[[str], None] | None = None
     #: ``"routine.slot"`` overriding the flow's entry.
     entry: str | None = None
+    #: Claim durably before starting even with ``start_first``: a redelivered
+    #: message may be one whose job killed the process, and only a job that is on
+    #: record before it runs can be quarantined when it does so again.
+    claim_first: bool = False
 
 
 class Launched(NamedTuple):
@@ -120,6 +145,10 @@ class Launcher:
         self._runtime = runtime
         self._tracker = tracker
         self._bridge = bridge
+        # Keys of this launcher's claims that may not have committed yet, and those
+        # claims in the order they were made (settled ones are dropped as batches come).
+        self._claiming: dict[str, concurrent.futures.Future[list[Claim]]] = {}
+        self._unsettled: deque[tuple[concurrent.futures.Future[list[Claim]], list[str]]] = deque()
 
     async def launch(
         self,
@@ -154,22 +183,26 @@ class Launcher:
         *,
         wait_durable: bool = False,
         on_started: Callable[[], None] | None = None,
+        start_first: bool = False,
     ) -> list[Launched | Exception]:
         """Launch many jobs with one store transaction for their claims; results in order.
 
         The loop hands the claims to the store's writer and awaits its commit without
         a thread hop, then starts the new jobs (``Runtime.exec`` only queues their
-        first activations). ``on_started()`` runs once they are started, before the
-        wait for their first checkpoints (``wait_durable``): the caller can start its
-        next batch meanwhile. A request that fails (claim or start) gets its exception
-        in its place.
+        first activations). With ``start_first``, jobs whose keys are surely free
+        start at once and their claims commit behind them (see the module's
+        docstring); their params must be plain JSON, as parsed message bodies are.
+        ``on_started()`` runs once they are started and their claims committed, before
+        the wait for their first checkpoints (``wait_durable``): the caller can start
+        its next batch meanwhile.
+        A request that fails (claim or start) gets its exception in its place.
         """
         proposed = [self._new_job_id() for _ in requests]
         # Registered before the jobs can possibly end; dropped again for duplicates.
         waiters = [self._tracker.wait_terminal(job_id) for job_id in proposed]
         try:
             try:
-                outcomes = await self._claim_and_start(proposed, requests)
+                outcomes = await self._start(proposed, requests, start_first)
             finally:
                 if on_started is not None:
                     on_started()
@@ -203,6 +236,100 @@ class Launcher:
         bits = self._ids.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET
         return f"{bits:032x}"
 
+    async def _start(
+        self, proposed: list[str], requests: Sequence[LaunchRequest], start_first: bool
+    ) -> list[_Outcome]:
+        if not start_first:
+            return await self._claim_and_start(proposed, requests)
+        early, committing = self._start_unclaimed(proposed, requests)
+        careful = [i for i, outcome in enumerate(early) if outcome is None]
+        claimed = (
+            await self._claim_and_start(
+                [proposed[i] for i in careful], [requests[i] for i in careful]
+            )
+            if careful
+            else []
+        )
+        if committing is not None:
+            # Returning only once the claims behind the jobs commit is what makes the
+            # caller's batches grow under load (deliveries gather meanwhile): released
+            # at once, batches of 1-2 halved the daemon bench's throughput.
+            await _settled(self._bridge.wrap(committing))
+        late = iter(claimed)
+        return [outcome if outcome is not None else next(late) for outcome in early]
+
+    def _start_unclaimed(
+        self, proposed: list[str], requests: Sequence[LaunchRequest]
+    ) -> tuple[list[_Outcome | None], concurrent.futures.Future[list[Claim]] | None]:
+        """Start the requests whose keys are surely free, queueing their claims ahead;
+        answer duplicates of committed jobs. ``None`` marks those left to the careful
+        way. Also returns the future of the queued claims, if any.
+        """
+        outcomes: list[_Outcome | None] = [None] * len(requests)
+        owners = self._committed_owners(requests)
+        if owners is None:
+            return outcomes, None
+        starting: list[tuple[int, ClaimRequest]] = []
+        held = self._claiming.keys()
+        batch_keys: set[str] = set()
+        for index, (job_id, r) in enumerate(zip(proposed, requests, strict=True)):
+            key = r.dedupe_key
+            if key is not None and key in owners:
+                outcomes[index] = (owners[key], False, 0.0)
+            elif self._may_start_first(r, held, batch_keys):
+                if key is not None:
+                    batch_keys.add(key)
+                starting.append((index, ClaimRequest(job_id, r.flow, r.trigger, key, r.params)))
+        if not starting:
+            return outcomes, None
+        claims = [claim for _, claim in starting]
+        try:
+            future = self._store.queue_claims(claims)
+        except Exception as exc:  # e.g. closing: nothing queued, nothing started
+            for index, _ in starting:
+                outcomes[index] = exc
+            return outcomes, None
+        self._hold_keys(claims, future)
+        future.add_done_callback(functools.partial(_report_lost_claims, claims))
+        for index, claim in starting:
+            outcomes[index] = self._try_start(claim.job_id, requests[index])
+        return outcomes, future
+
+    @staticmethod
+    def _may_start_first(request: LaunchRequest, held: Collection[str], batch: set[str]) -> bool:
+        key = request.dedupe_key
+        if request.before_start is not None or request.claim_first:
+            return False
+        return key is None or not (key in held or key in batch)
+
+    def _committed_owners(self, requests: Sequence[LaunchRequest]) -> dict[str, str] | None:
+        """Committed owners of the requests' keys; None if the store cannot tell now."""
+        if not self._store.healthy:  # claims would only fail: let them fail before starting
+            return None
+        self._drop_settled_claims()  # committed ones are now visible to the read below
+        keys = [r.dedupe_key for r in requests if r.dedupe_key is not None]
+        try:
+            return self._store.key_owners(keys) if keys else {}
+        except Exception as exc:
+            logger.warning("dedupe keys could not be read (%s); claiming first", exc)
+            return None
+
+    def _hold_keys(
+        self, claims: list[ClaimRequest], future: concurrent.futures.Future[list[Claim]]
+    ) -> None:
+        keys = [c.dedupe_key for c in claims if c.dedupe_key is not None]
+        if keys:
+            self._claiming.update(dict.fromkeys(keys, future))
+            self._unsettled.append((future, keys))
+
+    def _drop_settled_claims(self) -> None:
+        """Forget the keys of claims that have committed (or failed) since the last batch."""
+        while self._unsettled and self._unsettled[0][0].done():
+            future, keys = self._unsettled.popleft()
+            for key in keys:
+                if self._claiming.get(key) is future:
+                    del self._claiming[key]
+
     async def _claim_and_start(
         self, proposed: list[str], requests: Sequence[LaunchRequest]
     ) -> list[_Outcome]:
@@ -212,6 +339,7 @@ class Launcher:
         ]
         try:
             future = self._store.submit_claims(claims_wanted)
+            self._hold_keys(claims_wanted, future)
             claims = await _bounded(self._bridge.wrap(future), future, STORE_TIMEOUT, "claims")
         except Exception as exc:  # the claims' transaction failed: nothing started
             return [exc] * len(requests)
@@ -277,6 +405,43 @@ class Launcher:
         Returns False if the store closed first (the snapshot may not be durable).
         """
         return bool(await self._bridge.wrap(self._store.durable_future(job_id)))
+
+
+def _report_lost_claims(
+    claims: list[ClaimRequest], future: concurrent.futures.Future[list[Claim]]
+) -> None:
+    """Log claims of started jobs that did not take (runs on the store's writer thread).
+
+    Neither is expected. A claim queued ahead fails only if the store closes first
+    (the jobs' rows are then missing too, so their messages stay unacked). A key
+    taken after all would mean another writer of this store: every claim of this
+    daemon goes through its one launcher, which checks keys before starting. Such a
+    job keeps running, without its key on its row.
+    """
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is not None:
+        logger.error("claims of %d started job(s) were not recorded: %s", len(claims), error)
+        return
+    for wanted, claim in zip(claims, future.result(), strict=True):
+        if not claim.created:
+            logger.error(
+                "job %s was started under dedupe key %r, which job %s already had",
+                wanted.job_id,
+                wanted.dedupe_key,
+                claim.job_id,
+            )
+
+
+async def _settled(awaitable: Awaitable[Any]) -> None:
+    """Wait up to STORE_TIMEOUT for ``awaitable``, whatever its outcome.
+
+    Shielded: a timeout must not withdraw claims of jobs that are running.
+    """
+    # Errors are reported by _report_lost_claims; acks wait for durability anyway.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.shield(awaitable), STORE_TIMEOUT)
 
 
 async def _bounded(

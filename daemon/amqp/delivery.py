@@ -39,6 +39,10 @@ class Delivery(Protocol):
     def content_type(self) -> str | None: ...
 
     @property
+    def redelivered(self) -> bool | None:
+        """True if the broker delivered it before (to us or another consumer)."""
+
+    @property
     def channel(self) -> Any:
         """The channel it came on; its delivery tag means nothing on any other."""
 
@@ -83,6 +87,10 @@ class RawDelivery:
     @property
     def content_type(self) -> str | None:
         return self._message.header.properties.content_type
+
+    @property
+    def redelivered(self) -> bool:
+        return bool(self._message.redelivered)
 
     @property
     def channel(self) -> Any:

@@ -5,10 +5,11 @@
    (confirmed), then ack; outcome ``rejected``.
 3. Wait for a free capacity slot (bounded by Runtime threads), so unacked
    deliveries — and with them the broker's prefetch window — apply back-pressure.
-4. Claim the job by ``message_id`` and start it; a known key is a ``duplicate``
-   (acked, nothing started), else ``accepted``. Deliveries that arrive in one loop
-   iteration are claimed and started together (one store transaction, one hop to
-   a bridge thread): per-delivery overhead on the loop is what bounds throughput.
+4. Start the job and claim it by ``message_id`` (see :mod:`daemon.launcher` for
+   which comes first); a known key is a ``duplicate`` (acked, nothing started),
+   else ``accepted``. Deliveries that arrive while earlier batches' claims commit
+   are started and claimed together (one store transaction): per-delivery
+   overhead on the loop is what bounds throughput.
 5. Ack when the first checkpoint is durable (``on_checkpoint``, acks batched by
    :mod:`daemon.amqp.acks`) or when the terminal snapshot is durable (``on_complete``).
 6. With ``reply_to``, the result goes out through the outbox when the job ends.
@@ -47,8 +48,8 @@ class IntakeMetrics(Protocol):
     def dead_lettered(self, queue: str) -> None: ...
 
 
-#: Batches being claimed and started at once. Deliveries arriving meanwhile wait in
-#: the inbox and form the next batch, so batches grow with the load: measured with
+#: Batches whose claims may be committing at once. Deliveries arriving meanwhile wait
+#: in the inbox and form the next batch, so batches grow with the load: measured with
 #: the daemon bench, 2 in flight gave batches of ~30 and twice the throughput of
 #: launching each delivery on its own (per-delivery hops dominated the loop's time).
 LAUNCHES_IN_FLIGHT = 2
@@ -292,10 +293,14 @@ class Intake:
                     message.message_id,
                     before_start=self._reply_recorder(message),
                     entry=binding.entry,
+                    claim_first=bool(message.redelivered),
                 )
             )
         return await self._launcher.launch_many(
-            requests, wait_durable=self._ack_mode == "on_checkpoint", on_started=on_started
+            requests,
+            wait_durable=self._ack_mode == "on_checkpoint",
+            on_started=on_started,
+            start_first=True,
         )
 
     def _launch_slot(self) -> Callable[[], None]:

@@ -8,9 +8,11 @@ Either works as a Runtime checkpointer on its own::
     runtime = Runtime(checkpointer=store)
     store.resume_all(runtime)        # continue what a crash interrupted
 
-The daemon's path for one message: ``claim(job_id, flow, trigger, dedupe_key=message_id,
+The careful path for one message: ``claim(job_id, flow, trigger, dedupe_key=message_id,
 entry_params=body)``; if created, ``runtime.exec(flow, body, job_id=job_id)``; then
-``await asyncio.wrap_future(store.durable_future(job_id))`` and ack.
+``await asyncio.wrap_future(store.durable_future(job_id))`` and ack. The daemon's
+faster path checks ``key_owners`` first, starts the job, and queues its claim with
+``queue_claims`` (written ahead of the job's snapshots); see ``daemon.launcher``.
 """
 
 from __future__ import annotations
@@ -106,6 +108,12 @@ class CheckpointStore(Protocol):
 
     def durable_future_many(self, job_ids: Collection[str]) -> Future[set[str]]:
         """A future of the jobs that are durable, once all are (fewer if closing)."""
+
+    def queue_claims(self, claims: Sequence[ClaimRequest]) -> Future[list[Claim]]:
+        """Claims of jobs started before they commit: written ahead of their snapshots."""
+
+    def key_owners(self, keys: Collection[str]) -> dict[str, str]:
+        """Committed owners of dedupe keys (key -> job_id); one thread at a time."""
 
     def mark_failed(self, job_id: str, reason: str) -> bool:
         """Fail an unfinished job with a reason."""

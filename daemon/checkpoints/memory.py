@@ -169,6 +169,16 @@ class MemoryCheckpointStore:
             future.set_exception(exc)
         return future
 
+    def queue_claims(self, claims: Sequence[ClaimRequest]) -> Future[list[Claim]]:
+        """See SqliteCheckpointStore.queue_claims (the twin answers at once)."""
+        return self.submit_claims(claims)
+
+    def key_owners(self, keys: Collection[str]) -> dict[str, str]:
+        """See SqliteCheckpointStore.key_owners."""
+        with self._lock:
+            self._check_open()
+            return {key: self._dedupe[key] for key in keys if key in self._dedupe}
+
     def mark_failed(self, job_id: str, reason: str) -> bool:
         """See SqliteCheckpointStore.mark_failed."""
         with self._lock:

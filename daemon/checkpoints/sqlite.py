@@ -93,6 +93,7 @@ class SqliteCheckpointStore:
         )
         self._writer.start()
         self._closed = False
+        self._key_reader: sqlite3.Connection | None = None
 
     # -- checkpointer -------------------------------------------------------
 
@@ -181,6 +182,35 @@ class SqliteCheckpointStore:
         if self._closed:
             raise StoreClosedError(self.path, "store is closed")
         return self._writer.submit_call(lambda c: _claims(c, claims))
+
+    def queue_claims(self, claims: Sequence[ClaimRequest]) -> Future[list[Claim]]:
+        """Claims for jobs that start before their claims commit; the future resolves
+        at the commit.
+
+        For a caller that already knows the keys are free (``key_owners`` plus its own
+        record of claims not yet committed): each claim is written before any
+        snapshot saved after this call, in the same transaction or an earlier one,
+        and a failed transaction keeps it for the next (it fails only if the store
+        closes first). ``created`` is False for an id or key that was taken after all.
+        """
+        if self._closed:
+            raise StoreClosedError(self.path, "store is closed")
+        return self._writer.submit_call(lambda c: _claims(c, claims), ahead=True)
+
+    def key_owners(self, keys: Collection[str]) -> dict[str, str]:
+        """The committed jobs owning these dedupe keys: key -> job_id.
+
+        Uses one read connection kept open for it: call from one thread at a time
+        (the daemon's loop, before starting jobs for deliveries).
+        """
+        if self._closed:
+            raise StoreClosedError(self.path, "store is closed")
+        if self._key_reader is None:
+            self._key_reader = open_read_connection(self.path, self._busy_timeout_ms)
+        try:
+            return statements.key_owners(self._key_reader, keys)
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(self.path, exc) from exc
 
     def mark_failed(self, job_id: str, reason: str) -> bool:
         """Fail an unfinished job with ``reason``; False if it is unknown or already final."""
@@ -312,6 +342,10 @@ class SqliteCheckpointStore:
         Returns True if nothing was lost.
         """
         self._closed = True
+        if self._key_reader is not None:
+            # Before the writer: the last connection to close checkpoints the WAL and
+            # removes it, which a read-only one cannot do.
+            self._key_reader.close()
         if self._probation is not None:
             self._probation.stop(timeout)
         return self._writer.close(timeout)

@@ -30,6 +30,7 @@ __all__ = [
     "claim_schedule_run",
     "finish_outbox",
     "get_probe",
+    "key_owners",
     "mark_failed",
     "prune_finished",
     "record_resumes",
@@ -236,6 +237,22 @@ def _sort_out_claims(
             created.discard(claim.job_id)  # the same id again in this call is a duplicate
         results.append((owner, is_new))
     return results
+
+
+def key_owners(conn: sqlite3.Connection, keys: Collection[str]) -> dict[str, str]:
+    """The jobs that own ``keys`` as their dedupe_key: key -> job_id (unknown keys absent)."""
+    wanted = list(keys)
+    owners: dict[str, str] = {}
+    # The parameter limit (999 before SQLite 3.32) bounds one IN list.
+    for start in range(0, len(wanted), 900):
+        chunk = wanted[start : start + 900]
+        cursor = conn.execute(
+            "SELECT dedupe_key, job_id FROM jobs WHERE dedupe_key IN"
+            f" ({', '.join(['?'] * len(chunk))})",
+            chunk,
+        )
+        owners.update(cursor.fetchall())
+    return owners
 
 
 def _json_column(conn: sqlite3.Connection, query: str, params: Sequence[Any]) -> list[Any]:

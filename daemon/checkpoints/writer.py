@@ -46,6 +46,10 @@ BACKOFF_MAX = 2.0
 class _Call:
     fn: Callable[[sqlite3.Connection], Any]
     future: Future[Any]
+    #: Runs before the group's snapshots, and a failed transaction keeps it for the next.
+    ahead: bool = False
+    #: The future is running (set once: an ahead call can be run more than once).
+    taken: bool = False
 
 
 class _Deferred:
@@ -104,6 +108,7 @@ class SnapshotWriter:
         self._cv = threading.Condition(self._lock)
         self._pending: dict[str, _Entry] = {}
         self._calls: list[_Call] = []
+        self._ahead: list[_Call] = []
         self._stopping = False
         self._idle = False  # the writer waits for work (only then does submit() notify)
         self._deadline: float | None = None
@@ -159,18 +164,25 @@ class SnapshotWriter:
                 self._cv.notify()
         return True
 
-    def submit_call(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+    def submit_call(
+        self, fn: Callable[[sqlite3.Connection], T], *, ahead: bool = False
+    ) -> Future[T]:
         """Queue ``fn(conn)`` for the writer's next transaction; never blocks.
 
         The future gets fn's result once the transaction commits (or its error).
         Cancelling it before the transaction starts withdraws the request. Raises
         StoreClosedError if the store is closing.
+
+        An ``ahead`` call runs before the snapshots of its transaction, so it precedes
+        every snapshot submitted after it (e.g. the claim of a job that is already
+        running), and it outlives a failed transaction: it is run again with the next
+        one instead of failing, and fails only if the store closes first.
         """
         fut: Future[T] = Future()
         with self._lock:
             if self._stopping:
                 raise StoreClosedError(self._path, "store is closed")
-            self._calls.append(_Call(fn, fut))
+            (self._ahead if ahead else self._calls).append(_Call(fn, fut, ahead))
             self._cv.notify()
         return fut
 
@@ -212,7 +224,10 @@ class SnapshotWriter:
         if self._thread.is_alive():
             self._thread.join(None if timeout is None else timeout + 1.0)
         with self._lock:
-            return not self._thread.is_alive() and not self._pending and not self._calls
+            return not self._thread.is_alive() and not self._has_work()
+
+    def _has_work(self) -> bool:
+        return bool(self._pending or self._calls or self._ahead)
 
     # -- writer thread ------------------------------------------------------
 
@@ -230,14 +245,14 @@ class SnapshotWriter:
 
     def _finish(self) -> None:
         with self._lock:
-            lost, calls = len(self._pending), self._calls
-            self._calls = []
+            lost, calls = len(self._pending), self._ahead + self._calls
+            self._calls = []  # failed ahead calls stay listed: close() reports them lost
         if lost:
             logger.error(
                 "checkpoint store %s closed with %d uncommitted snapshots", self._path, lost
             )
         for c in calls:
-            if c.future.set_running_or_notify_cancel():
+            if c.taken or c.future.set_running_or_notify_cancel():
                 c.future.set_exception(StoreClosedError(self._path, "store is closed"))
         self._tracker.close()
         self._conn.close()
@@ -248,17 +263,18 @@ class SnapshotWriter:
             self._wait_for_work()
             batch, self._pending = self._pending, {}
             calls, self._calls = self._calls, []
+            ahead, self._ahead = self._ahead, []
         maintenance = time.monotonic() >= self._next_maintenance
-        if batch or calls or maintenance:
-            if not self._commit(batch, calls, maintenance):
-                self._requeue(batch)
+        if batch or calls or ahead or maintenance:
+            if not self._commit(batch, ahead, calls, maintenance):
+                self._requeue(batch, ahead)
                 return self._pause_after_failure()
             self._backoff = BACKOFF_MIN
         with self._lock:
-            return not (self._stopping and not self._pending and not self._calls)
+            return not (self._stopping and not self._has_work())
 
     def _wait_for_work(self) -> None:
-        while not (self._pending or self._calls or self._stopping):
+        while not (self._has_work() or self._stopping):
             remaining = self._next_maintenance - time.monotonic()
             if remaining <= 0:
                 return
@@ -279,8 +295,9 @@ class SnapshotWriter:
             self._cv.wait_for(lambda: bool(self._calls) or self._wake_gen != gen, delay)
         return True
 
-    def _requeue(self, batch: dict[str, _Entry]) -> None:
+    def _requeue(self, batch: dict[str, _Entry], ahead: list[_Call]) -> None:
         with self._lock:
+            self._ahead[:0] = [c for c in ahead if not c.future.done()]
             for job_id, entry in batch.items():
                 newer = self._pending.get(job_id)
                 if newer is None or _seq(newer) < _seq(entry):
@@ -304,14 +321,17 @@ class SnapshotWriter:
             done.append((job_id, _seq(snapshot), snapshot.get("status") in TERMINAL_STATUSES))
         return rows, done
 
-    def _commit(self, batch: dict[str, _Entry], calls: list[_Call], maintenance: bool) -> bool:
+    def _commit(
+        self, batch: dict[str, _Entry], ahead: list[_Call], calls: list[_Call], maintenance: bool
+    ) -> bool:
         rows, done = self._encode(batch, utc_now_iso())
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                # Snapshots first, so requests in the same group read what was saved before them.
+                outcomes = [o for c in ahead if (o := self._run_call(c)) is not None]
+                # Then snapshots, so requests in the same group read what was saved before them.
                 upsert_snapshots(self._conn, rows)
-                outcomes = [o for c in calls if (o := self._run_call(c)) is not None]
+                outcomes += [o for c in calls if (o := self._run_call(c)) is not None]
                 if maintenance:
                     self._run_maintenance()
                 self._conn.execute("COMMIT")
@@ -338,14 +358,17 @@ class SnapshotWriter:
             logger.exception("checkpoint store maintenance failed on %s", self._path)
 
     def _run_call(self, call: _Call) -> tuple[Future[Any], bool, Any] | None:
-        if not call.future.set_running_or_notify_cancel():
-            return None
+        if not call.taken:
+            if not call.future.set_running_or_notify_cancel():
+                return None
+            call.taken = True
         try:
             return call.future, True, call.fn(self._conn)
         except sqlite3.IntegrityError as exc:
             return call.future, False, translate_sqlite_error(self._path, exc)
         except sqlite3.Error:
-            call.future.set_exception(CheckpointStoreError(self._path, "transaction aborted"))
+            if not call.ahead:  # an ahead call is run again with the next transaction
+                call.future.set_exception(CheckpointStoreError(self._path, "transaction aborted"))
             raise
         except Exception as exc:  # a request's own bug fails that request only
             return call.future, False, exc

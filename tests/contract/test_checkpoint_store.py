@@ -207,6 +207,26 @@ def test_claim_keeps_trigger_and_key_when_snapshots_arrive(store: CheckpointStor
     assert (row.status, row.trigger, row.dedupe_key) == ("completed", "cron:flow", "k1")
 
 
+def test_queued_claims_come_before_snapshots_saved_after_them(store: CheckpointStore) -> None:
+    # The daemon starts a job at once and queues its claim: the job's first snapshot
+    # may well be written in the same group, and must not take the claim's place.
+    future = store.queue_claims([ClaimRequest("j1", "flow", "amqp:q", "k1", {"n": 1})])
+    store.save(snap("j1", 1))
+    assert [tuple(c) for c in future.result(timeout=5)] == [("j1", True)]
+    assert store.wait_durable("j1", timeout=5)
+    row = store.get_job("j1")
+    assert row is not None
+    assert (row.status, row.trigger, row.dedupe_key) == ("running", "amqp:q", "k1")
+
+
+def test_key_owners_names_the_committed_owner_of_each_known_key(store: CheckpointStore) -> None:
+    assert store.key_owners([]) == {}
+    store.claim_many([ClaimRequest("j1", "flow", None, "k1"), ClaimRequest("j2", "flow")])
+    assert store.key_owners(["k1", "k2"]) == {"k1": "j1"}
+    keys = [f"k{i}" for i in range(2000)]  # more than one statement's parameters
+    assert store.key_owners(keys) == {"k1": "j1"}
+
+
 def test_list_jobs_filters_by_status_and_flow(store: CheckpointStore) -> None:
     store.save(snap("a", 1, status="completed", completed_at=T0))
     store.save(snap("b", 1, flow_id="other"))

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import sqlite_utils
 
 from daemon.checkpoints import (
     CheckpointStoreError,
+    ClaimRequest,
+    StoreClosedError,
     StoreCorruptError,
     StoreError,
     StoreFullError,
@@ -212,6 +215,41 @@ def test_locked_database_fails_requests_then_recovers(db_path: str) -> None:
         assert store.wait_durable("j1", timeout=10)
         assert store.healthy and store.last_error is None
         assert store.claim("j2", "flow").created
+
+
+def test_queued_claims_outlive_a_failed_transaction_and_keep_their_place(db_path: str) -> None:
+    with SqliteCheckpointStore(db_path, busy_timeout_ms=50, request_timeout=5) as store:
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        queued = store.queue_claims([ClaimRequest("j1", "flow", "amqp:q", "k1", {"n": 1})])
+        store.save(snap("j1", 1))
+        plain = store.submit_claims([ClaimRequest("j2", "flow", "amqp:q", "k2")])
+        with pytest.raises(StoreLockedError):  # a plain request fails with its transaction
+            plain.result(timeout=10)
+        assert not queued.done()  # ...a queued claim waits for the next one
+        other.execute("ROLLBACK")
+        other.close()
+        assert [tuple(c) for c in queued.result(timeout=10)] == [("j1", True)]
+        assert store.wait_durable("j1", timeout=10)
+        row = store.get_job("j1")
+        assert row is not None and (row.trigger, row.dedupe_key) == ("amqp:q", "k1")
+        assert store.key_owners(["k1", "k2"]) == {"k1": "j1"}
+
+
+def test_queued_claims_fail_only_when_the_store_closes_first(db_path: str) -> None:
+    store = SqliteCheckpointStore(db_path, busy_timeout_ms=50)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    queued = store.queue_claims([ClaimRequest("j1", "flow", None, "k1")])
+    deadline = time.monotonic() + 10
+    while store.healthy:  # the writer has tried and failed at least once
+        assert time.monotonic() < deadline, "the writer never failed"
+        time.sleep(0.01)
+    assert not queued.done()
+    assert store.close(timeout=0.3) is False
+    with pytest.raises(StoreClosedError):
+        queued.result(timeout=5)
+    other.close()
 
 
 def test_full_disk_keeps_snapshots_in_memory_until_space_returns(db_path: str) -> None:

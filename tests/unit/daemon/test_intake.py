@@ -20,6 +20,7 @@ class FakeMessage:
         self.message_id = f"m{i}"
         self.reply_to = None
         self.correlation_id = None
+        self.redelivered = False
         self.channel = object()
         self.processed = False
         self.acked = False
@@ -45,7 +46,9 @@ class FakeLauncher:
         requests: Sequence[LaunchRequest],
         wait_durable: bool = False,
         on_started: Callable[[], None] | None = None,
+        start_first: bool = False,
     ) -> list[Launched | Exception]:
+        assert start_first  # deliveries' jobs start before their claims commit
         self.batches.append(len(requests))
         if on_started is not None:
             on_started()

@@ -1,13 +1,24 @@
-"""The launcher's bounded waits on the store (no broker, no store)."""
+"""The launcher: bounded waits on the store, and jobs started before their claims commit."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from daemon.launcher import _bounded
+from daemon.bridge import Bridge
+from daemon.checkpoints import StoreLockedError
+from daemon.checkpoints.sqlite import SqliteCheckpointStore
+from daemon.launcher import Launched, Launcher, LaunchRequest, _bounded
+from daemon.metrics import Metrics
+from daemon.runtime_hooks import JobTracker
+from routilux import Flow, Routine, Runtime
+from routilux.monitoring.flow_registry import FlowRegistry
 
 
 def test_a_request_not_started_in_time_is_withdrawn() -> None:
@@ -29,3 +40,151 @@ def test_a_request_already_in_a_transaction_is_still_awaited() -> None:
         return await _bounded(asyncio.wrap_future(future), future, 0.01, "claims")
 
     assert asyncio.run(main()) == 7
+
+
+# -- starting jobs before their claims commit (start_first) -------------------------
+
+
+class Count(Routine):
+    """Entry routine that counts its runs in ``runs`` (shared by the test's flow)."""
+
+    def __init__(self, runs: list[int]) -> None:
+        super().__init__()
+        self.runs = runs
+        self.define_slot("trigger")
+        self.set_logic(self.run)
+
+    def run(self, trigger: list[dict[str, Any]], policy_message: Any, job_state: Any) -> None:
+        self.runs.append(1)
+        job_state.shared_data["n"] = trigger[0]["n"]
+
+
+class Harness:
+    """A Launcher over a real SQLite store and Runtime, on the running loop."""
+
+    def __init__(self, db_path: str, *, busy_timeout_ms: int) -> None:
+        self.runs: list[int] = []
+        registry = FlowRegistry()
+        flow = Flow("count")
+        flow.add_routine(Count(self.runs), "count")
+        registry.register_by_name("count", flow)
+        self.store = SqliteCheckpointStore(db_path, busy_timeout_ms=busy_timeout_ms)
+        bridge = Bridge(asyncio.get_running_loop(), threads=1)
+        tracker = JobTracker(self.store, Metrics("test"), bridge)
+        self.runtime = Runtime(thread_pool_size=2, checkpointer=tracker, registry=registry)
+        self.launcher = Launcher(self.store, self.runtime, tracker, bridge)
+        self.started: list[int] = []
+
+    async def launch(self, key: str, n: int) -> Launched | Exception:
+        request = LaunchRequest("count", {"n": n}, "amqp:q", key)
+        [outcome] = await self.launcher.launch_many(
+            [request], start_first=True, on_started=lambda: self.started.append(n)
+        )
+        return outcome
+
+    def close(self) -> None:
+        self.runtime.shutdown(wait=True, timeout=5)
+        self.store.close()
+
+
+def lock_exclusively(db_path: str) -> sqlite3.Connection:
+    """Another connection holding the write lock: the store's writer waits behind it."""
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    return other
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+def test_a_job_starts_before_its_claim_commits_and_launch_returns_after(tmp_path: Path) -> None:
+    db_path = str(tmp_path / "jobs.db")
+
+    async def main() -> None:
+        h = Harness(db_path, busy_timeout_ms=20_000)
+        try:
+            other = lock_exclusively(db_path)
+            launch = asyncio.ensure_future(h.launch("k1", 7))
+            await until(lambda: len(h.runs) == 1)  # ran, with nothing committed yet
+            assert h.store.key_owners(["k1"]) == {}
+            assert not launch.done() and h.started == []  # the next batch waits for the commit
+            other.execute("ROLLBACK")
+            other.close()
+            launched = await asyncio.wait_for(launch, 10)
+            assert isinstance(launched, Launched) and launched.created and h.started == [7]
+            assert launched.ended is not None
+            assert (await asyncio.wait_for(launched.ended, 10))["shared_data"] == {"n": 7}
+            assert await h.launcher.durable(launched.job_id)
+            row = h.store.get_job(launched.job_id)
+            assert row is not None
+            assert (row.status, row.trigger, row.dedupe_key) == ("completed", "amqp:q", "k1")
+        finally:
+            h.close()
+
+    asyncio.run(main())
+
+
+def test_a_key_whose_claim_is_still_queued_is_claimed_first_and_is_a_duplicate(
+    tmp_path: Path,
+) -> None:
+    db_path = str(tmp_path / "jobs.db")
+
+    async def main() -> None:
+        h = Harness(db_path, busy_timeout_ms=20_000)
+        try:
+            other = lock_exclusively(db_path)
+            first = asyncio.ensure_future(h.launch("k1", 1))
+            await until(lambda: len(h.runs) == 1)
+            again = asyncio.ensure_future(h.launch("k1", 2))
+            for _ in range(20):  # every chance to start it, which it must not
+                await asyncio.sleep(0.005)
+            assert len(h.runs) == 1 and not again.done()
+            other.execute("ROLLBACK")
+            other.close()
+            original, duplicate = await asyncio.wait_for(asyncio.gather(first, again), 10)
+            assert isinstance(original, Launched) and isinstance(duplicate, Launched)
+            assert not duplicate.created and duplicate.job_id == original.job_id
+            assert len(h.runs) == 1
+        finally:
+            h.close()
+
+    asyncio.run(main())
+
+
+def test_a_committed_key_is_a_duplicate_without_a_store_transaction(tmp_path: Path) -> None:
+    async def main() -> None:
+        h = Harness(str(tmp_path / "jobs.db"), busy_timeout_ms=5000)
+        try:
+            first = await h.launch("k1", 1)
+            assert isinstance(first, Launched) and first.created
+            commits = h.store.stats().commits
+            again = await h.launch("k1", 2)
+            assert again == Launched(first.job_id, False, None)
+            assert h.store.stats().commits == commits and len(h.runs) == 1
+        finally:
+            h.close()
+
+    asyncio.run(main())
+
+
+def test_a_failing_store_gets_claims_first_so_nothing_starts(tmp_path: Path) -> None:
+    db_path = str(tmp_path / "jobs.db")
+
+    async def main() -> None:
+        h = Harness(db_path, busy_timeout_ms=50)
+        other = lock_exclusively(db_path)
+        try:
+            h.store.save({"job_id": "other", "flow_id": "count", "status": "running"})
+            await until(lambda: not h.store.healthy)
+            outcome = await h.launch("k1", 1)
+            assert isinstance(outcome, StoreLockedError) and h.runs == []
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+            h.close()
+
+    asyncio.run(main())
