@@ -101,15 +101,23 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
+async def launch_uncommitted(
+    h: Harness, db_path: str, key: str, n: int
+) -> tuple[asyncio.Future[Launched | Exception], sqlite3.Connection]:
+    """Launch a job while the writer is held off; returns once the job has run."""
+    other = lock_exclusively(db_path)
+    launch = asyncio.ensure_future(h.launch(key, n))
+    await until(lambda: len(h.runs) == 1)  # ran, with nothing committed yet
+    return launch, other
+
+
 def test_a_job_starts_before_its_claim_commits_and_launch_returns_after(tmp_path: Path) -> None:
     db_path = str(tmp_path / "jobs.db")
 
     async def main() -> None:
         h = Harness(db_path, busy_timeout_ms=20_000)
         try:
-            other = lock_exclusively(db_path)
-            launch = asyncio.ensure_future(h.launch("k1", 7))
-            await until(lambda: len(h.runs) == 1)  # ran, with nothing committed yet
+            launch, other = await launch_uncommitted(h, db_path, "k1", 7)
             assert h.store.key_owners(["k1"]) == {}
             assert not launch.done() and h.started == []  # the next batch waits for the commit
             other.execute("ROLLBACK")
@@ -136,9 +144,7 @@ def test_a_key_whose_claim_is_still_queued_is_claimed_first_and_is_a_duplicate(
     async def main() -> None:
         h = Harness(db_path, busy_timeout_ms=20_000)
         try:
-            other = lock_exclusively(db_path)
-            first = asyncio.ensure_future(h.launch("k1", 1))
-            await until(lambda: len(h.runs) == 1)
+            first, other = await launch_uncommitted(h, db_path, "k1", 1)
             again = asyncio.ensure_future(h.launch("k1", 2))
             for _ in range(20):  # every chance to start it, which it must not
                 await asyncio.sleep(0.005)
