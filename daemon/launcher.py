@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -77,6 +78,9 @@ class JobRunner(Protocol):
         entry: str | None = None,
     ) -> Any: ...
 
+
+#: Namespace of the name-based (version 5) ids of jobs that have a dedupe key.
+_JOB_ID_NAMESPACE = uuid.UUID("5f0c6d1e-3b8a-4c52-9e57-1d2f8a6b9c40")
 
 #: Version 4 / RFC 4122 variant bits of a random UUID, as uuid.UUID(version=4) sets them.
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
@@ -197,7 +201,7 @@ class Launcher:
         its next batch meanwhile.
         A request that fails (claim or start) gets its exception in its place.
         """
-        proposed = [self._new_job_id() for _ in requests]
+        proposed = [self._job_id(r.dedupe_key) for r in requests]
         # Registered before the jobs can possibly end; dropped again for duplicates.
         waiters = [self._tracker.wait_terminal(job_id) for job_id in proposed]
         try:
@@ -209,15 +213,15 @@ class Launcher:
             started = [o for o in outcomes if not isinstance(o, Exception) and o[1]]
             durable = await self._first_checkpoints(started) if wait_durable and started else set()
         except BaseException:  # cancelled (shutdown): no result will pick the waiters up
-            for job_id in proposed:
-                self._tracker.forget(job_id)
+            for job_id, ended in zip(proposed, waiters, strict=True):
+                self._tracker.forget(job_id, ended)
             raise
         results: list[Launched | Exception] = []
         for job_id, request, ended, outcome in zip(
             proposed, requests, waiters, outcomes, strict=True
         ):
             if isinstance(outcome, Exception) or not outcome[1]:
-                self._tracker.forget(job_id)
+                self._tracker.forget(job_id, ended)
             if isinstance(outcome, Exception):
                 results.append(outcome)
             elif not outcome[1]:
@@ -230,6 +234,17 @@ class Launcher:
             else:
                 results.append(Launched(outcome[0], True, ended, outcome[0] in durable))
         return results
+
+    def _job_id(self, dedupe_key: str | None) -> str:
+        """The job id for a key: the same for every launch with that key.
+
+        A job may run before its claim commits; if the process dies then, the
+        redelivery's job gets the same id, so idempotency keys built from the job id
+        (docs/durability.md) still match what the first run did outside.
+        """
+        if dedupe_key is None:
+            return self._new_job_id()
+        return uuid.uuid5(_JOB_ID_NAMESPACE, dedupe_key).hex
 
     def _new_job_id(self) -> str:
         """A random (version 4) UUID in hex, without building a UUID object."""

@@ -238,10 +238,17 @@ class JobTracker:
         self._waiters.futures.setdefault(job_id, []).append(future)
         return future
 
-    def forget(self, job_id: str) -> None:
-        """Drop the waiters of a job that will not run (a duplicate, a failed start)."""
-        for future in self._waiters.futures.pop(job_id, []):
-            future.cancel()
+    def forget(self, job_id: str, waiter: asyncio.Future[dict[str, Any]]) -> None:
+        """Drop a waiter of a job that will not run (a duplicate, a failed start).
+
+        Only that one: a duplicate may carry the id of the job it duplicates.
+        """
+        waiters = self._waiters.futures.get(job_id, [])
+        if waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters.futures[job_id]
+        waiter.cancel()
 
     def _resolve(self, job_id: str, snapshot: dict[str, Any]) -> None:
         for future in self._waiters.futures.pop(job_id, []):

@@ -17,7 +17,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -179,18 +179,25 @@ def query(db: Path, sql: str, *args: Any) -> list[tuple]:
         conn.close()
 
 
-def durable_steps(db: Path) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+def durable_steps(
+    db: Path, ran: Iterable[tuple[str, str]] = ()
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
     """``(done, maybe_rerun)`` from the store's snapshots after a kill.
 
     ``done``: steps a checkpoint shows finished (they must never run again).
     ``maybe_rerun``: steps resuming may run again: in flight or queued in the
-    snapshot, downstream of such a step, or every step of a job claimed but never
-    checkpointed.
+    snapshot, downstream of such a step, every step of a job claimed but never
+    checkpointed, and the steps in ``ran`` (those that ran before the kill) of jobs
+    not on record at all: a delivery's job may start before its claim commits, and
+    its redelivery then runs it again under the same job id.
     """
     steps = ("s1", "s2", "s3", "s4")
     done: set[tuple[str, str]] = set()
     rerun: set[tuple[str, str]] = set()
-    for job_id, raw in query(db, "SELECT job_id, state FROM jobs"):
+    rows = query(db, "SELECT job_id, state FROM jobs")
+    recorded = {job_id for job_id, _ in rows}
+    rerun.update(key for key in ran if key[0] not in recorded)
+    for job_id, raw in rows:
         if raw is None:
             rerun.update((job_id, s) for s in steps)
             continue

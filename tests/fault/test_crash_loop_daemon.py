@@ -104,8 +104,9 @@ def test_sigkill_loop_under_load_loses_and_duplicates_nothing(
             bulk_publish(amqp_url, queue, json_messages(waves[attempts]))
         attempts += 1
         if kill_at_random(daemon, rng):
-            done, rerun = durable_steps(daemon.store)
-            records.append(KillRecord(done, rerun, daemon.marker_counts()))
+            ran = daemon.marker_counts()  # the process is dead: this is final for the kill
+            done, rerun = durable_steps(daemon.store, ran)
+            records.append(KillRecord(done, rerun, ran))
         assert attempts < kills * 3, f"daemon kept exiting by itself (seed {seed})"
     for wave in waves[attempts:]:
         bulk_publish(amqp_url, queue, json_messages(wave))

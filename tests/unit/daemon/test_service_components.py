@@ -177,6 +177,18 @@ def test_launcher_job_ids_are_version_4_uuids() -> None:
 class _SeededLauncher:
     _ids = random.Random(7)
 
+    def _new_job_id(self) -> str:
+        return Launcher._new_job_id(cast(Any, self))
+
+
+def test_a_keyed_job_gets_the_same_id_in_every_process_and_unkeyed_ones_random_ids() -> None:
+    # A redelivery of a message whose job died unrecorded must run under the same id.
+    one, other = cast(Any, _SeededLauncher()), cast(Any, _SeededLauncher())
+    keyed = Launcher._job_id(one, "msg-1")
+    assert keyed == Launcher._job_id(other, "msg-1") != Launcher._job_id(one, "msg-2")
+    assert uuid.UUID(hex=keyed).version == 5 and uuid.UUID(hex=keyed).hex == keyed
+    assert Launcher._job_id(one, None) != Launcher._job_id(one, None)
+
 
 def test_bridge_runs_blocking_calls_off_the_loop_and_hands_calls_back() -> None:
     async def main() -> list[str]:
