@@ -195,7 +195,7 @@ class SqliteCheckpointStore:
         """
         if self._closed:
             raise StoreClosedError(self.path, "store is closed")
-        return self._writer.submit_call(lambda c: _claims(c, claims), ahead=True)
+        return self._writer.submit_ahead(list(claims), _claims)
 
     def key_owners(self, keys: Collection[str]) -> dict[str, str]:
         """The committed jobs owning these dedupe keys: key -> job_id.

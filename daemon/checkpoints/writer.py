@@ -46,9 +46,16 @@ BACKOFF_MAX = 2.0
 class _Call:
     fn: Callable[[sqlite3.Connection], Any]
     future: Future[Any]
-    #: Runs before the group's snapshots, and a failed transaction keeps it for the next.
-    ahead: bool = False
-    #: The future is running (set once: an ahead call can be run more than once).
+
+
+@dataclass
+class _Ahead:
+    """Items written before the snapshots of a transaction (see ``submit_ahead``)."""
+
+    items: list[Any]
+    write: Callable[[sqlite3.Connection, list[Any]], list[Any]]
+    future: Future[list[Any]]
+    #: The future is running (set once: a failed transaction's items are written again).
     taken: bool = False
 
 
@@ -108,7 +115,7 @@ class SnapshotWriter:
         self._cv = threading.Condition(self._lock)
         self._pending: dict[str, _Entry] = {}
         self._calls: list[_Call] = []
-        self._ahead: list[_Call] = []
+        self._ahead: list[_Ahead] = []
         self._stopping = False
         self._idle = False  # the writer waits for work (only then does submit() notify)
         self._deadline: float | None = None
@@ -164,25 +171,41 @@ class SnapshotWriter:
                 self._cv.notify()
         return True
 
-    def submit_call(
-        self, fn: Callable[[sqlite3.Connection], T], *, ahead: bool = False
-    ) -> Future[T]:
+    def submit_call(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
         """Queue ``fn(conn)`` for the writer's next transaction; never blocks.
 
         The future gets fn's result once the transaction commits (or its error).
         Cancelling it before the transaction starts withdraws the request. Raises
         StoreClosedError if the store is closing.
-
-        An ``ahead`` call runs before the snapshots of its transaction, so it precedes
-        every snapshot submitted after it (e.g. the claim of a job that is already
-        running), and it outlives a failed transaction: it is run again with the next
-        one instead of failing, and fails only if the store closes first.
         """
         fut: Future[T] = Future()
         with self._lock:
             if self._stopping:
                 raise StoreClosedError(self._path, "store is closed")
-            (self._ahead if ahead else self._calls).append(_Call(fn, fut, ahead))
+            self._calls.append(_Call(fn, fut))
+            self._cv.notify()
+        return fut
+
+    def submit_ahead(
+        self,
+        items: list[Any],
+        write: Callable[[sqlite3.Connection, list[Any]], list[Any]],
+    ) -> Future[list[Any]]:
+        """Queue ``items`` to be written before the snapshots of the next transaction.
+
+        So they precede every snapshot submitted after this call (e.g. the claims of
+        jobs that are already running). One ``write(conn, items)`` per transaction
+        writes everything queued with that ``write``, and must return one result per
+        item, in order; the future gets this call's share once committed. A failed
+        transaction keeps the items for the next one: the future fails only if the
+        store closes first (or ``write`` itself has a bug). Never blocks; raises
+        StoreClosedError if the store is closing.
+        """
+        fut: Future[list[Any]] = Future()
+        with self._lock:
+            if self._stopping:
+                raise StoreClosedError(self._path, "store is closed")
+            self._ahead.append(_Ahead(list(items), write, fut))
             self._cv.notify()
         return fut
 
@@ -245,15 +268,19 @@ class SnapshotWriter:
 
     def _finish(self) -> None:
         with self._lock:
-            lost, calls = len(self._pending), self._ahead + self._calls
-            self._calls = []  # failed ahead calls stay listed: close() reports them lost
+            lost, calls, ahead = len(self._pending), self._calls, list(self._ahead)
+            self._calls = []  # items queued ahead stay listed: close() reports them lost
         if lost:
             logger.error(
                 "checkpoint store %s closed with %d uncommitted snapshots", self._path, lost
             )
+        closed = StoreClosedError(self._path, "store is closed")
         for c in calls:
-            if c.taken or c.future.set_running_or_notify_cancel():
-                c.future.set_exception(StoreClosedError(self._path, "store is closed"))
+            if c.future.set_running_or_notify_cancel():
+                c.future.set_exception(closed)
+        for a in ahead:
+            if a.taken or a.future.set_running_or_notify_cancel():
+                a.future.set_exception(closed)
         self._tracker.close()
         self._conn.close()
 
@@ -295,7 +322,7 @@ class SnapshotWriter:
             self._cv.wait_for(lambda: bool(self._calls) or self._wake_gen != gen, delay)
         return True
 
-    def _requeue(self, batch: dict[str, _Entry], ahead: list[_Call]) -> None:
+    def _requeue(self, batch: dict[str, _Entry], ahead: list[_Ahead]) -> None:
         with self._lock:
             self._ahead[:0] = [c for c in ahead if not c.future.done()]
             for job_id, entry in batch.items():
@@ -322,13 +349,13 @@ class SnapshotWriter:
         return rows, done
 
     def _commit(
-        self, batch: dict[str, _Entry], ahead: list[_Call], calls: list[_Call], maintenance: bool
+        self, batch: dict[str, _Entry], ahead: list[_Ahead], calls: list[_Call], maintenance: bool
     ) -> bool:
         rows, done = self._encode(batch, utc_now_iso())
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                outcomes = [o for c in ahead if (o := self._run_call(c)) is not None]
+                outcomes = self._write_ahead(ahead)
                 # Then snapshots, so requests in the same group read what was saved before them.
                 upsert_snapshots(self._conn, rows)
                 outcomes += [o for c in calls if (o := self._run_call(c)) is not None]
@@ -357,18 +384,37 @@ class SnapshotWriter:
         except Exception:  # a maintenance bug must not stop checkpointing
             logger.exception("checkpoint store maintenance failed on %s", self._path)
 
+    def _write_ahead(self, ahead: list[_Ahead]) -> list[tuple[Future[Any], bool, Any]]:
+        """One ``write`` per kind for all items queued ahead; each future's outcome."""
+        by_write: dict[Any, list[_Ahead]] = {}
+        for entry in ahead:
+            if entry.taken or entry.future.set_running_or_notify_cancel():
+                entry.taken = True
+                by_write.setdefault(entry.write, []).append(entry)
+        outcomes: list[tuple[Future[Any], bool, Any]] = []
+        for write, entries in by_write.items():
+            try:
+                results = write(self._conn, [item for e in entries for item in e.items])
+            except sqlite3.Error:
+                raise  # the transaction fails; the items stay queued for the next one
+            except Exception as exc:  # a bug in write: its requests fail, not the others
+                outcomes += [(e.future, False, exc) for e in entries]
+                continue
+            start = 0
+            for e in entries:
+                outcomes.append((e.future, True, results[start : start + len(e.items)]))
+                start += len(e.items)
+        return outcomes
+
     def _run_call(self, call: _Call) -> tuple[Future[Any], bool, Any] | None:
-        if not call.taken:
-            if not call.future.set_running_or_notify_cancel():
-                return None
-            call.taken = True
+        if not call.future.set_running_or_notify_cancel():
+            return None
         try:
             return call.future, True, call.fn(self._conn)
         except sqlite3.IntegrityError as exc:
             return call.future, False, translate_sqlite_error(self._path, exc)
         except sqlite3.Error:
-            if not call.ahead:  # an ahead call is run again with the next transaction
-                call.future.set_exception(CheckpointStoreError(self._path, "transaction aborted"))
+            call.future.set_exception(CheckpointStoreError(self._path, "transaction aborted"))
             raise
         except Exception as exc:  # a request's own bug fails that request only
             return call.future, False, exc

@@ -24,9 +24,11 @@ from daemon.checkpoints import (
     StoreLockedError,
     StoreReadOnlyError,
 )
+from daemon.checkpoints.durability import DurabilityTracker
 from daemon.checkpoints.schema import SCHEMA_VERSION, migrate, open_write_connection
 from daemon.checkpoints.sqlite import SqliteCheckpointStore
 from daemon.checkpoints.statements import MAX_ROWS_PER_STATEMENT, snapshot_row, upsert_snapshots
+from daemon.checkpoints.writer import SnapshotWriter
 
 JOBS_COLUMNS = [
     "job_id",
@@ -365,3 +367,35 @@ def test_a_group_is_written_with_few_statements(tmp_path: Path, count: int) -> N
     stored = {r[0] for r in conn.execute("SELECT job_id FROM jobs")}
     assert stored == {f"c{i}" for i in range(count)}
     conn.close()
+
+
+def test_items_queued_ahead_by_several_callers_are_written_at_once_and_answered_apart(
+    db_path: str,
+) -> None:
+    conn = open_write_connection(db_path, synchronous="normal", busy_timeout_ms=5000)
+    migrate(conn, db_path)
+    writer = SnapshotWriter(conn, db_path, DurabilityTracker())
+    writer.start()
+    inside, release = threading.Event(), threading.Event()
+    writes: list[list[str]] = []
+
+    def write(_conn: sqlite3.Connection, items: list[str]) -> list[str]:
+        writes.append(list(items))
+        return [item.upper() for item in items]
+
+    def hold(_conn: sqlite3.Connection) -> bool:
+        inside.set()
+        return release.wait(10)
+
+    try:
+        busy = writer.submit_call(hold)
+        assert inside.wait(10)  # the writer is inside a transaction: both wait for the next
+        first = writer.submit_ahead(["a", "b"], write)
+        second = writer.submit_ahead(["c"], write)
+        release.set()
+        assert busy.result(timeout=10)
+        assert first.result(timeout=10) == ["A", "B"] and second.result(timeout=10) == ["C"]
+        assert writes == [["a", "b", "c"]]
+    finally:
+        release.set()
+        writer.close(timeout=5)
