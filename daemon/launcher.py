@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import random
@@ -82,9 +83,10 @@ class JobRunner(Protocol):
 #: Namespace of the name-based (version 5) ids of jobs that have a dedupe key.
 _JOB_ID_NAMESPACE = uuid.UUID("5f0c6d1e-3b8a-4c52-9e57-1d2f8a6b9c40")
 
-#: Version 4 / RFC 4122 variant bits of a random UUID, as uuid.UUID(version=4) sets them.
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+#: Version and RFC 4122 variant bits of a UUID, as uuid.UUID(version=...) sets them.
+_UUID_VERSION_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+_UUID5_SET = (0x5000 << 64) | (0x8000 << 48)
 
 #: Seconds a launch waits for the store (its claims, its first checkpoints) before
 #: giving up: claims that time out fail the launch (the broker keeps the messages),
@@ -244,11 +246,14 @@ class Launcher:
         """
         if dedupe_key is None:
             return self._new_job_id()
-        return uuid.uuid5(_JOB_ID_NAMESPACE, dedupe_key).hex
+        # uuid.uuid5(_JOB_ID_NAMESPACE, dedupe_key).hex, a third of the cost.
+        digest = hashlib.sha1(_JOB_ID_NAMESPACE.bytes + dedupe_key.encode()).digest()
+        bits = int.from_bytes(digest[:16], "big") & _UUID_VERSION_CLEAR | _UUID5_SET
+        return f"{bits:032x}"
 
     def _new_job_id(self) -> str:
         """A random (version 4) UUID in hex, without building a UUID object."""
-        bits = self._ids.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET
+        bits = self._ids.getrandbits(128) & _UUID_VERSION_CLEAR | _UUID4_SET
         return f"{bits:032x}"
 
     async def _start(
