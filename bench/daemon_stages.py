@@ -1,0 +1,138 @@
+"""Where a message's latency goes inside the daemon, stage by stage.
+
+Runs the daemon bench's daemon (same flow and config) with a few of its methods
+wrapped to note, per message id, when the delivery reached the loop, when its batch
+started, when its job was about to start and when ``Runtime.exec`` returned. Then
+it publishes at a steady rate and prints p50/p90/p99 of each stage, the last one
+ending at ``jobs.completed_at``. A profiling aid, not a benchmark: ``make bench``
+does not run it.
+
+    .venv/bin/python bench/daemon_stages.py --rate 1000 --seconds 5
+
+The wrapping reaches into private methods (``Intake.on_message``,
+``Launcher._start``, ``Launcher._try_start``) and will need updating when those move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from amqp_load import DEFAULT_URL, delete_queues, publish_messages  # noqa: E402
+from daemon_bench import REPO, DaemonImpl  # noqa: E402
+
+STAGES = (
+    ("publish -> delivery on the loop", "published", "delivered"),
+    ("delivery -> its batch starts", "delivered", "batch"),
+    ("batch start -> job about to start", "batch", "starting"),
+    ("Runtime.exec", "starting", "started"),
+    ("exec returned -> completed_at", "started", "completed"),
+    ("total", "published", "completed"),
+)
+
+
+def run_daemon_with_marks(out: str, argv: list[str]) -> int:
+    """The child: the daemon CLI, with per-message marks written to ``out`` at exit."""
+    from daemon import launcher
+    from daemon.amqp import intake
+    from daemon.cli import main
+
+    marks: dict[str, dict[str, float]] = {}
+
+    def mark(key: str | None, name: str) -> None:
+        marks.setdefault(str(key), {})[name] = time.time()
+
+    on_message = intake.Intake.on_message
+    start = launcher.Launcher._start
+    try_start = launcher.Launcher._try_start
+
+    def marked_on_message(self: Any, queue: str, message: Any) -> None:
+        mark(message.message_id, "delivered")
+        on_message(self, queue, message)
+
+    async def marked_start(self: Any, proposed: Any, requests: Any, start_first: bool) -> Any:
+        for request in requests:
+            mark(request.dedupe_key, "batch")
+        return await start(self, proposed, requests, start_first)
+
+    def marked_try_start(self: Any, job_id: str, request: Any) -> Any:
+        mark(request.dedupe_key, "starting")
+        outcome = try_start(self, job_id, request)
+        mark(request.dedupe_key, "started")
+        return outcome
+
+    intake.Intake.on_message = marked_on_message  # type: ignore[method-assign]
+    launcher.Launcher._start = marked_start  # type: ignore[method-assign]
+    launcher.Launcher._try_start = marked_try_start  # type: ignore[method-assign]
+    atexit.register(lambda: Path(out).write_text(json.dumps(marks)))
+    return main(argv)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+def measure(rate: float, seconds: float, warmup: int) -> str:
+    with tempfile.TemporaryDirectory(prefix="bench-stages-") as tmp:
+        queue = f"bench.stages.{uuid.uuid4().hex[:8]}"
+        daemon = DaemonImpl(DEFAULT_URL, Path(tmp), queue)
+        daemon.prepare()
+        out = Path(tmp) / "marks.json"
+        env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{REPO}")
+        command = [sys.executable, __file__, "--child", str(out), "run", "--config"]
+        with (Path(tmp) / "daemon.log").open("wb") as log:
+            daemon.proc = subprocess.Popen(
+                [*command, str(daemon.config)], cwd=REPO, env=env, stdout=log, stderr=log
+            )
+        try:
+            asyncio.run(publish_messages(DEFAULT_URL, queue, warmup, None))
+            daemon.wait_done(warmup)
+            sent = asyncio.run(publish_messages(DEFAULT_URL, queue, int(rate * seconds), rate))
+            daemon.wait_done(warmup + len(sent))
+            _, completed = daemon.completions()
+        finally:
+            daemon.proc.terminate()
+            daemon.proc.wait(60)
+            asyncio.run(delete_queues(DEFAULT_URL, queue, f"{queue}.dlq"))
+        marks = json.loads(out.read_text())
+    rows = []
+    for title, begin, end in STAGES:
+        spans = []
+        for message_id, published in sent.items():
+            times = {**marks.get(message_id, {}), "published": published}
+            if message_id in completed:
+                times["completed"] = completed[message_id]
+            if begin in times and end in times:
+                spans.append((times[end] - times[begin]) * 1000)
+        figures = " | ".join(f"{percentile(spans, q):.2f}" for q in (0.5, 0.9, 0.99))
+        rows.append(f"| {title} | {figures} | {len(spans)} |")
+    header = "| stage, ms | p50 | p90 | p99 | messages |\n|---|---|---|---|---|"
+    return f"At {rate:g} msgs/s for {seconds:g} s:\n\n{header}\n" + "\n".join(rows)
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        sys.exit(run_daemon_with_marks(sys.argv[2], sys.argv[3:]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=1000.0, help="steady msgs/s")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=int, default=500, help="messages before measuring")
+    args = parser.parse_args()
+    print(measure(args.rate, args.seconds, args.warmup))
+
+
+if __name__ == "__main__":
+    main()
