@@ -56,6 +56,8 @@ class ClaimingStore(Protocol):
 
     def key_owners(self, keys: Collection[str]) -> dict[str, str]: ...
 
+    def reset_job(self, job_id: str) -> None: ...
+
     @property
     def healthy(self) -> bool: ...
 
@@ -297,9 +299,9 @@ class Launcher:
             if key is not None and key in owners:
                 outcomes[index] = (owners[key], False, 0.0)
             elif self._may_start_first(r, held, batch_keys):
-                if key is not None:
-                    batch_keys.add(key)
                 starting.append((index, ClaimRequest(job_id, r.flow, r.trigger, key, r.params)))
+            if key is not None:  # whichever way it went, a later copy in the batch waits
+                batch_keys.add(key)
         if not starting:
             return outcomes, None
         claims = [claim for _, claim in starting]
@@ -386,6 +388,7 @@ class Launcher:
         try:
             if request.before_start is not None:
                 request.before_start(job_id)
+            self._store.reset_job(job_id)  # a keyed id may have served a pruned job
             self._tracker.expect(job_id, request.trigger)
             try:
                 self._runtime.exec(

@@ -109,6 +109,9 @@ class CheckpointStore(Protocol):
     def durable_future_many(self, job_ids: Collection[str]) -> Future[set[str]]:
         """A future of the jobs that are durable, once all are (fewer if closing)."""
 
+    def reset_job(self, job_id: str) -> None:
+        """Forget an earlier job with this id before a new one starts under it."""
+
     def queue_claims(self, claims: Sequence[ClaimRequest]) -> Future[list[Claim]]:
         """Claims of jobs started before they commit: written ahead of their snapshots."""
 

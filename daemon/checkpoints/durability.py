@@ -166,6 +166,14 @@ class DurabilityTracker:
             for job_id in job_ids:
                 self._drop_waiter(job_id, waiter)
 
+    def forget(self, job_id: str) -> None:
+        """Forget an earlier job with this id: a new one starts under it, with its own
+        commits to wait for (a keyed job's id repeats once the earlier row is pruned)."""
+        with self._lock:
+            self._saved.pop(job_id, None)
+            self._committed.pop(job_id, None)
+            self._finished.pop(job_id, None)
+
     def committed_seq(self, job_id: str) -> int | None:
         """The newest durable checkpoint_seq of the job, if known to this process."""
         with self._lock:

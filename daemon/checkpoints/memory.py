@@ -125,6 +125,10 @@ class MemoryCheckpointStore:
         """See SqliteCheckpointStore.wait_durable_many."""
         return self._tracker.wait_all(job_ids, timeout)
 
+    def reset_job(self, job_id: str) -> None:
+        """See SqliteCheckpointStore.reset_job."""
+        self._tracker.forget(job_id)
+
     def durable_future(self, job_id: str, seq: int | None = None) -> Future[bool]:
         """See SqliteCheckpointStore.durable_future."""
         return self._tracker.future(job_id, seq)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -94,6 +95,7 @@ class SqliteCheckpointStore:
         self._writer.start()
         self._closed = False
         self._key_reader: sqlite3.Connection | None = None
+        self._key_reader_lock = threading.Lock()
 
     # -- checkpointer -------------------------------------------------------
 
@@ -136,6 +138,13 @@ class SqliteCheckpointStore:
         Returns the jobs that are durable. One wait for a batch of jobs started together.
         """
         return self._tracker.wait_all(job_ids, timeout)
+
+    def reset_job(self, job_id: str) -> None:
+        """Forget what the store remembers of an earlier job with this id; call it
+        before starting a new job. A keyed job's id repeats once retention pruned the
+        earlier row, and the new job's durability must wait for its own commits.
+        """
+        self._tracker.forget(job_id)
 
     def durable_future(self, job_id: str, seq: int | None = None) -> Future[bool]:
         """Like wait_durable but returns a Future (``await asyncio.wrap_future(f)``)."""
@@ -203,14 +212,15 @@ class SqliteCheckpointStore:
         Uses one read connection kept open for it: call from one thread at a time
         (the daemon's loop, before starting jobs for deliveries).
         """
-        if self._closed:
-            raise StoreClosedError(self.path, "store is closed")
-        if self._key_reader is None:
-            self._key_reader = open_read_connection(self.path, self._busy_timeout_ms)
-        try:
-            return statements.key_owners(self._key_reader, keys)
-        except sqlite3.Error as exc:
-            raise translate_sqlite_error(self.path, exc) from exc
+        with self._key_reader_lock:  # uncontended but for close()
+            if self._closed:
+                raise StoreClosedError(self.path, "store is closed")
+            if self._key_reader is None:
+                self._key_reader = open_read_connection(self.path, self._busy_timeout_ms)
+            try:
+                return statements.key_owners(self._key_reader, keys)
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(self.path, exc) from exc
 
     def mark_failed(self, job_id: str, reason: str) -> bool:
         """Fail an unfinished job with ``reason``; False if it is unknown or already final."""
@@ -341,11 +351,13 @@ class SqliteCheckpointStore:
 
         Returns True if nothing was lost.
         """
-        self._closed = True
-        if self._key_reader is not None:
-            # Before the writer: the last connection to close checkpoints the WAL and
-            # removes it, which a read-only one cannot do.
-            self._key_reader.close()
+        with self._key_reader_lock:
+            self._closed = True
+            if self._key_reader is not None:
+                # Before the writer: the last connection to close checkpoints the WAL
+                # and removes it, which a read-only one cannot do.
+                self._key_reader.close()
+                self._key_reader = None
         if self._probation is not None:
             self._probation.stop(timeout)
         return self._writer.close(timeout)

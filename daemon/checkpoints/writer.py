@@ -275,12 +275,13 @@ class SnapshotWriter:
                 "checkpoint store %s closed with %d uncommitted snapshots", self._path, lost
             )
         closed = StoreClosedError(self._path, "store is closed")
-        for c in calls:
-            if c.future.set_running_or_notify_cancel():
-                c.future.set_exception(closed)
-        for a in ahead:
-            if a.taken or a.future.set_running_or_notify_cancel():
-                a.future.set_exception(closed)
+        for future in [c.future for c in calls] + [a.future for a in ahead]:
+            # A request a crashed transaction had taken is running (or even answered);
+            # one not taken yet may have been withdrawn (cancelled) meanwhile.
+            if future.done():
+                continue
+            if future.running() or future.set_running_or_notify_cancel():
+                future.set_exception(closed)
         self._tracker.close()
         self._conn.close()
 
@@ -293,7 +294,14 @@ class SnapshotWriter:
             ahead, self._ahead = self._ahead, []
         maintenance = time.monotonic() >= self._next_maintenance
         if batch or calls or ahead or maintenance:
-            if not self._commit(batch, ahead, calls, maintenance):
+            try:
+                committed = self._commit(batch, ahead, calls, maintenance)
+            except BaseException:  # a bug: put the requests back, so _finish() fails them
+                with self._lock:
+                    self._ahead[:0] = ahead
+                    self._calls[:0] = calls
+                raise
+            if not committed:
                 self._requeue(batch, ahead)
                 return self._pause_after_failure()
             self._backoff = BACKOFF_MIN

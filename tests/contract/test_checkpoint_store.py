@@ -227,6 +227,12 @@ def test_key_owners_names_the_committed_owner_of_each_known_key(store: Checkpoin
     assert store.key_owners(keys) == {"k1": "j1"}
 
 
+def test_key_owners_after_close_is_refused(store: CheckpointStore) -> None:
+    store.close()
+    with pytest.raises(StoreClosedError):
+        store.key_owners(["k1"])
+
+
 def test_list_jobs_filters_by_status_and_flow(store: CheckpointStore) -> None:
     store.save(snap("a", 1, status="completed", completed_at=T0))
     store.save(snap("b", 1, flow_id="other"))

@@ -52,6 +52,19 @@ def test_finished_job_is_remembered_for_late_waiters() -> None:
     assert tracker.committed_seq("j") == 4
 
 
+def test_a_forgotten_job_waits_for_the_commits_of_the_new_job_under_its_id() -> None:
+    tracker = DurabilityTracker()
+    tracker.note_saved("j", 4)
+    tracker.note_committed([("j", 4, True)])
+    tracker.forget("j")
+    tracker.note_saved("j", 1)  # a new job with the same id: its first snapshot
+    assert tracker.committed_seq("j") is None
+    waiter = tracker.future("j")
+    assert not waiter.done()
+    tracker.note_committed([("j", 1, False)])
+    assert waiter.result(timeout=0) is True
+
+
 def test_wait_times_out_and_withdraws_its_waiter() -> None:
     tracker = DurabilityTracker()
     assert tracker.wait("j", 1, timeout=0.01) is False

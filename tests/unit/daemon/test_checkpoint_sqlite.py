@@ -399,3 +399,22 @@ def test_items_queued_ahead_by_several_callers_are_written_at_once_and_answered_
     finally:
         release.set()
         writer.close(timeout=5)
+
+
+def test_a_writer_bug_fails_the_requests_it_had_taken_instead_of_leaving_them_hanging(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(conn: sqlite3.Connection, rows: Any) -> None:
+        raise RuntimeError("bug")
+
+    store = SqliteCheckpointStore(db_path)
+    deadline = time.monotonic() + 10
+    while store.stats().commits < 1:  # the start-up maintenance transaction is done
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    monkeypatch.setattr("daemon.checkpoints.writer.upsert_snapshots", broken)
+    queued = store.queue_claims([ClaimRequest("j1", "flow", None, "k1")])
+    with pytest.raises(StoreClosedError):
+        queued.result(timeout=10)
+    assert not store.healthy
+    assert store.close(timeout=1) is False

@@ -40,6 +40,7 @@ class FakeLauncher:
     def __init__(self) -> None:
         self.running: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.batches: list[int] = []
+        self.requests: list[LaunchRequest] = []
 
     async def launch_many(
         self,
@@ -50,6 +51,7 @@ class FakeLauncher:
     ) -> list[Launched | Exception]:
         assert start_first  # deliveries' jobs start before their claims commit
         self.batches.append(len(requests))
+        self.requests += requests
         if on_started is not None:
             on_started()
         loop = asyncio.get_running_loop()
@@ -170,5 +172,20 @@ def test_capacity_serves_waiters_before_newcomers() -> None:
         assert not newcomer.done()
         capacity.give()
         assert await asyncio.wait_for(newcomer, 1) == 1
+
+    asyncio.run(main())
+
+
+def test_a_redelivered_message_is_claimed_before_its_job_starts() -> None:
+    # Its job may have killed the process: only a job on record can be quarantined.
+    async def main() -> None:
+        launcher = FakeLauncher()
+        intake = make_intake(launcher, capacity=4, queues=["q"])
+        fresh, again = FakeMessage(1, lambda: None), FakeMessage(2, lambda: None)
+        again.redelivered = True
+        intake.on_message("q", cast(Any, fresh))
+        intake.on_message("q", cast(Any, again))
+        await until(lambda: len(launcher.requests) == 2)
+        assert [r.claim_first for r in launcher.requests] == [False, True]
 
     asyncio.run(main())

@@ -106,8 +106,9 @@ async def launch_uncommitted(
 ) -> tuple[asyncio.Future[Launched | Exception], sqlite3.Connection]:
     """Launch a job while the writer is held off; returns once the job has run."""
     other = lock_exclusively(db_path)
+    runs = len(h.runs)
     launch = asyncio.ensure_future(h.launch(key, n))
-    await until(lambda: len(h.runs) == 1)  # ran, with nothing committed yet
+    await until(lambda: len(h.runs) == runs + 1)  # ran, with nothing committed yet
     return launch, other
 
 
@@ -191,6 +192,57 @@ def test_a_failing_store_gets_claims_first_so_nothing_starts(tmp_path: Path) -> 
         finally:
             other.execute("ROLLBACK")
             other.close()
+            h.close()
+
+    asyncio.run(main())
+
+
+def test_a_later_copy_in_the_batch_never_overtakes_one_that_claims_first(tmp_path: Path) -> None:
+    # A redelivery next to a publisher's repeat: the redelivery claims first and owns the job.
+    async def main() -> None:
+        h = Harness(str(tmp_path / "jobs.db"), busy_timeout_ms=5000)
+        try:
+            redelivered = LaunchRequest("count", {"n": 1}, "amqp:q", "k1", claim_first=True)
+            repeat = LaunchRequest("count", {"n": 2}, "amqp:q", "k1")
+            first, second = await h.launcher.launch_many([redelivered, repeat], start_first=True)
+            assert isinstance(first, Launched) and first.created
+            assert second == Launched(first.job_id, False, None)
+            assert first.ended is not None
+            assert (await asyncio.wait_for(first.ended, 10))["shared_data"] == {"n": 1}
+            assert len(h.runs) == 1
+        finally:
+            h.close()
+
+    asyncio.run(main())
+
+
+def test_a_keyed_job_after_its_predecessor_was_pruned_waits_for_its_own_commits(
+    tmp_path: Path,
+) -> None:
+    # The same message id again after retention removed the first job: same job id,
+    # and nothing the store remembers of the first job may count for the second.
+    db_path = str(tmp_path / "jobs.db")
+
+    async def main() -> None:
+        h = Harness(db_path, busy_timeout_ms=20_000)
+        try:
+            first = await h.launch("k1", 1)
+            assert isinstance(first, Launched) and first.ended is not None
+            await asyncio.wait_for(first.ended, 10)
+            assert await h.launcher.durable(first.job_id)
+            pruner = sqlite3.connect(db_path)
+            pruner.execute("DELETE FROM jobs WHERE job_id = ?", (first.job_id,))
+            pruner.commit()
+            pruner.close()
+            launch, other = await launch_uncommitted(h, db_path, "k1", 2)
+            assert not h.store.durable_future(first.job_id).done()  # nothing of it committed
+            other.execute("ROLLBACK")
+            other.close()
+            again = await asyncio.wait_for(launch, 10)
+            assert isinstance(again, Launched) and again.created
+            assert again.job_id == first.job_id
+            assert await h.launcher.durable(again.job_id)
+        finally:
             h.close()
 
     asyncio.run(main())
