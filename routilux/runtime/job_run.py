@@ -56,6 +56,8 @@ class RunServices:
     checkpointer: Checkpointer | None
     on_finished: Callable[[JobRun], None]
     save_deferred: SaveDeferred | None = None
+    #: ``submit`` for what the current task runs next on its own thread (see WorkerPool).
+    submit_next: Callable[[Callable[[Any], Any], Any], None] | None = None
 
 
 class JobRun:
@@ -85,6 +87,8 @@ class JobRun:
         self._finished = False
         self._announced = False
         self._critical: ErrorInfo | None = None
+        # True while a commit (the tail of a worker task) schedules what it activated.
+        self._chaining = False
         self._warned: set[tuple[str, str]] = set()
 
     # -- starting ----------------------------------------------------------------------
@@ -189,8 +193,12 @@ class JobRun:
             # State writes count even when the attempt failed (they happened, and a retry
             # may build on them); emits of a failed attempt are withheld above.
             self.job_state._commit(ctx, record)
-            for rid in touched:
-                self._activate(rid)
+            self._chaining = True
+            try:
+                for rid in touched:
+                    self._activate(rid)
+            finally:
+                self._chaining = False
             self._after_change()
 
     def _overflow(self, ctx: ActivationContext) -> SlotQueueFullError | None:
@@ -332,7 +340,11 @@ class JobRun:
 
     def _schedule(self, act: Activation) -> None:
         self._inflight[act.id] = act
-        self._services.submit(self.run_activation, act)
+        if self._chaining and self._services.submit_next is not None:
+            # The next step of a chain runs on this thread once the commit returns.
+            self._services.submit_next(self.run_activation, act)
+        else:
+            self._services.submit(self.run_activation, act)
 
     # -- timers ------------------------------------------------------------------------
     def _arm_recheck(self, routine_id: str, due: float) -> None:

@@ -75,6 +75,7 @@ class Runtime:
             checkpointer,
             self._job_finished,
             getattr(checkpointer, "save_deferred", None),
+            self._pool.submit_next,
         )
         self._cond = threading.Condition()
         self._state = RuntimeState.RUNNING

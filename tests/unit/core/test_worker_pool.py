@@ -1,0 +1,119 @@
+"""WorkerPool: a task can name what its thread runs next (submit_next)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from routilux import Flow, FlowRegistry, Routine, Runtime
+from routilux.runtime.worker_pool import WorkerPool
+
+
+def test_the_first_task_submitted_next_runs_on_the_same_thread_right_after() -> None:
+    pool = WorkerPool(4)
+    ran: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def record(name: str) -> None:
+        ran.append((name, threading.current_thread().name))
+        if len(ran) == 3:
+            done.set()
+
+    def first(_: Any) -> None:
+        pool.submit_next(record, "next")  # runs here, after this task
+        pool.submit_next(record, "queued")  # only one runs here: the rest is queued
+        record("first")
+
+    try:
+        pool.submit(first, None)
+        assert done.wait(10)
+        names = dict(ran)
+        assert [name for name, _ in ran[:2]] in (
+            ["first", "next"],
+            ["first", "queued"],
+            ["queued", "first"],
+        )
+        assert names["next"] == names["first"]
+        assert ran.index(("next", names["next"])) > ran.index(("first", names["first"]))
+    finally:
+        pool.stop(5)
+
+
+def test_submit_next_from_outside_the_pool_just_queues() -> None:
+    pool = WorkerPool(2)
+    done = threading.Event()
+    try:
+        pool.submit_next(lambda _: done.set(), None)
+        assert done.wait(10)
+    finally:
+        pool.stop(5)
+
+
+class Step(Routine):
+    """Records the thread it ran on and passes the data point on."""
+
+    def __init__(self, threads: list[str], last: bool = False) -> None:
+        super().__init__()
+        self.threads = threads
+        self.define_slot("trigger")
+        if not last:
+            self.define_event("out", ["n"])
+        self.last = last
+        self.set_logic(self.run)
+
+    def run(self, trigger: list[dict[str, Any]], policy_message: Any, job_state: Any) -> None:
+        self.threads.append(threading.current_thread().name)
+        if not self.last:
+            self.emit("out", n=trigger[0]["n"])
+
+
+def test_a_chain_of_activations_stays_on_one_thread() -> None:
+    threads: list[str] = []
+    flow = Flow("chain3")
+    flow.add_routine(Step(threads), "a")
+    flow.add_routine(Step(threads), "b")
+    flow.add_routine(Step(threads, last=True), "c")
+    flow.connect("a", "out", "b", "trigger")
+    flow.connect("b", "out", "c", "trigger")
+    flow.entry_routine_id = "a"
+    registry = FlowRegistry()
+    registry.register_by_name("chain3", flow)
+    with Runtime(thread_pool_size=4, registry=registry) as runtime:
+        job = runtime.exec("chain3", {"n": 1})
+        assert job.wait(10)
+    assert len(threads) == 3 and len(set(threads)) == 1
+
+
+class Block(Routine):
+    """Starts another job from inside its logic and waits for it: must not deadlock."""
+
+    def __init__(self, runtime_box: list[Runtime]) -> None:
+        super().__init__()
+        self.runtime_box = runtime_box
+        self.define_slot("trigger")
+        self.set_logic(self.run)
+
+    def run(self, trigger: list[dict[str, Any]], policy_message: Any, job_state: Any) -> None:
+        inner = self.runtime_box[0].exec("chain3", {"n": 2})
+        assert inner.wait(10)
+        job_state.shared_data["inner"] = inner.status.value
+
+
+def test_logic_that_waits_for_a_job_it_started_does_not_wait_for_itself() -> None:
+    threads: list[str] = []
+    chain = Flow("chain3")
+    chain.add_routine(Step(threads), "a")
+    chain.add_routine(Step(threads, last=True), "b")
+    chain.connect("a", "out", "b", "trigger")
+    chain.entry_routine_id = "a"
+    box: list[Runtime] = []
+    outer = Flow("outer")
+    outer.add_routine(Block(box), "block")
+    registry = FlowRegistry()
+    registry.register_by_name("chain3", chain)
+    registry.register_by_name("outer", outer)
+    with Runtime(thread_pool_size=2, registry=registry) as runtime:
+        box.append(runtime)
+        job = runtime.exec("outer", {})
+        assert job.wait(15)
+        assert job.shared_data["inner"] == "completed"
