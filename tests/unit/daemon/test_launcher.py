@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,21 @@ class Harness:
         self.store.close()
 
 
+def with_harness(
+    db_path: str, busy_timeout_ms: int, body: Callable[[Harness], Awaitable[None]]
+) -> None:
+    """Run ``body(harness)`` on a fresh loop, closing the harness afterwards."""
+
+    async def main() -> None:
+        h = Harness(db_path, busy_timeout_ms=busy_timeout_ms)
+        try:
+            await body(h)
+        finally:
+            h.close()
+
+    asyncio.run(main())
+
+
 def lock_exclusively(db_path: str) -> sqlite3.Connection:
     """Another connection holding the write lock: the store's writer waits behind it."""
     other = sqlite3.connect(db_path, isolation_level=None)
@@ -115,26 +130,22 @@ async def launch_uncommitted(
 def test_a_job_starts_before_its_claim_commits_and_launch_returns_after(tmp_path: Path) -> None:
     db_path = str(tmp_path / "jobs.db")
 
-    async def main() -> None:
-        h = Harness(db_path, busy_timeout_ms=20_000)
-        try:
-            launch, other = await launch_uncommitted(h, db_path, "k1", 7)
-            assert h.store.key_owners(["k1"]) == {}
-            assert not launch.done() and h.started == []  # the next batch waits for the commit
-            other.execute("ROLLBACK")
-            other.close()
-            launched = await asyncio.wait_for(launch, 10)
-            assert isinstance(launched, Launched) and launched.created and h.started == [7]
-            assert launched.ended is not None
-            assert (await asyncio.wait_for(launched.ended, 10))["shared_data"] == {"n": 7}
-            assert await h.launcher.durable(launched.job_id)
-            row = h.store.get_job(launched.job_id)
-            assert row is not None
-            assert (row.status, row.trigger, row.dedupe_key) == ("completed", "amqp:q", "k1")
-        finally:
-            h.close()
+    async def body(h: Harness) -> None:
+        launch, other = await launch_uncommitted(h, db_path, "k1", 7)
+        assert h.store.key_owners(["k1"]) == {}
+        assert not launch.done() and h.started == []  # the next batch waits for the commit
+        other.execute("ROLLBACK")
+        other.close()
+        launched = await asyncio.wait_for(launch, 10)
+        assert isinstance(launched, Launched) and launched.created and h.started == [7]
+        assert launched.ended is not None
+        assert (await asyncio.wait_for(launched.ended, 10))["shared_data"] == {"n": 7}
+        assert await h.launcher.durable(launched.job_id)
+        row = h.store.get_job(launched.job_id)
+        assert row is not None
+        assert (row.status, row.trigger, row.dedupe_key) == ("completed", "amqp:q", "k1")
 
-    asyncio.run(main())
+    with_harness(db_path, 20_000, body)
 
 
 def test_a_key_whose_claim_is_still_queued_is_claimed_first_and_is_a_duplicate(
@@ -142,47 +153,38 @@ def test_a_key_whose_claim_is_still_queued_is_claimed_first_and_is_a_duplicate(
 ) -> None:
     db_path = str(tmp_path / "jobs.db")
 
-    async def main() -> None:
-        h = Harness(db_path, busy_timeout_ms=20_000)
-        try:
-            first, other = await launch_uncommitted(h, db_path, "k1", 1)
-            again = asyncio.ensure_future(h.launch("k1", 2))
-            for _ in range(20):  # every chance to start it, which it must not
-                await asyncio.sleep(0.005)
-            assert len(h.runs) == 1 and not again.done()
-            other.execute("ROLLBACK")
-            other.close()
-            original, duplicate = await asyncio.wait_for(asyncio.gather(first, again), 10)
-            assert isinstance(original, Launched) and isinstance(duplicate, Launched)
-            assert not duplicate.created and duplicate.job_id == original.job_id
-            assert len(h.runs) == 1
-        finally:
-            h.close()
+    async def body(h: Harness) -> None:
+        first, other = await launch_uncommitted(h, db_path, "k1", 1)
+        again = asyncio.ensure_future(h.launch("k1", 2))
+        for _ in range(20):  # every chance to start it, which it must not
+            await asyncio.sleep(0.005)
+        assert len(h.runs) == 1 and not again.done()
+        other.execute("ROLLBACK")
+        other.close()
+        original, duplicate = await asyncio.wait_for(asyncio.gather(first, again), 10)
+        assert isinstance(original, Launched) and isinstance(duplicate, Launched)
+        assert not duplicate.created and duplicate.job_id == original.job_id
+        assert len(h.runs) == 1
 
-    asyncio.run(main())
+    with_harness(db_path, 20_000, body)
 
 
 def test_a_committed_key_is_a_duplicate_without_a_store_transaction(tmp_path: Path) -> None:
-    async def main() -> None:
-        h = Harness(str(tmp_path / "jobs.db"), busy_timeout_ms=5000)
-        try:
-            first = await h.launch("k1", 1)
-            assert isinstance(first, Launched) and first.created
-            commits = h.store.stats().commits
-            again = await h.launch("k1", 2)
-            assert again == Launched(first.job_id, False, None)
-            assert h.store.stats().commits == commits and len(h.runs) == 1
-        finally:
-            h.close()
+    async def body(h: Harness) -> None:
+        first = await h.launch("k1", 1)
+        assert isinstance(first, Launched) and first.created
+        commits = h.store.stats().commits
+        again = await h.launch("k1", 2)
+        assert again == Launched(first.job_id, False, None)
+        assert h.store.stats().commits == commits and len(h.runs) == 1
 
-    asyncio.run(main())
+    with_harness(str(tmp_path / "jobs.db"), 5000, body)
 
 
 def test_a_failing_store_gets_claims_first_so_nothing_starts(tmp_path: Path) -> None:
     db_path = str(tmp_path / "jobs.db")
 
-    async def main() -> None:
-        h = Harness(db_path, busy_timeout_ms=50)
+    async def body(h: Harness) -> None:
         other = lock_exclusively(db_path)
         try:
             h.store.save({"job_id": "other", "flow_id": "count", "status": "running"})
@@ -192,28 +194,23 @@ def test_a_failing_store_gets_claims_first_so_nothing_starts(tmp_path: Path) -> 
         finally:
             other.execute("ROLLBACK")
             other.close()
-            h.close()
 
-    asyncio.run(main())
+    with_harness(db_path, 50, body)
 
 
 def test_a_later_copy_in_the_batch_never_overtakes_one_that_claims_first(tmp_path: Path) -> None:
     # A redelivery next to a publisher's repeat: the redelivery claims first and owns the job.
-    async def main() -> None:
-        h = Harness(str(tmp_path / "jobs.db"), busy_timeout_ms=5000)
-        try:
-            redelivered = LaunchRequest("count", {"n": 1}, "amqp:q", "k1", claim_first=True)
-            repeat = LaunchRequest("count", {"n": 2}, "amqp:q", "k1")
-            first, second = await h.launcher.launch_many([redelivered, repeat], start_first=True)
-            assert isinstance(first, Launched) and first.created
-            assert second == Launched(first.job_id, False, None)
-            assert first.ended is not None
-            assert (await asyncio.wait_for(first.ended, 10))["shared_data"] == {"n": 1}
-            assert len(h.runs) == 1
-        finally:
-            h.close()
+    async def body(h: Harness) -> None:
+        redelivered = LaunchRequest("count", {"n": 1}, "amqp:q", "k1", claim_first=True)
+        repeat = LaunchRequest("count", {"n": 2}, "amqp:q", "k1")
+        first, second = await h.launcher.launch_many([redelivered, repeat], start_first=True)
+        assert isinstance(first, Launched) and first.created
+        assert second == Launched(first.job_id, False, None)
+        assert first.ended is not None
+        assert (await asyncio.wait_for(first.ended, 10))["shared_data"] == {"n": 1}
+        assert len(h.runs) == 1
 
-    asyncio.run(main())
+    with_harness(str(tmp_path / "jobs.db"), 5000, body)
 
 
 def test_a_keyed_job_after_its_predecessor_was_pruned_waits_for_its_own_commits(
@@ -223,26 +220,22 @@ def test_a_keyed_job_after_its_predecessor_was_pruned_waits_for_its_own_commits(
     # and nothing the store remembers of the first job may count for the second.
     db_path = str(tmp_path / "jobs.db")
 
-    async def main() -> None:
-        h = Harness(db_path, busy_timeout_ms=20_000)
-        try:
-            first = await h.launch("k1", 1)
-            assert isinstance(first, Launched) and first.ended is not None
-            await asyncio.wait_for(first.ended, 10)
-            assert await h.launcher.durable(first.job_id)
-            pruner = sqlite3.connect(db_path)
-            pruner.execute("DELETE FROM jobs WHERE job_id = ?", (first.job_id,))
-            pruner.commit()
-            pruner.close()
-            launch, other = await launch_uncommitted(h, db_path, "k1", 2)
-            assert not h.store.durable_future(first.job_id).done()  # nothing of it committed
-            other.execute("ROLLBACK")
-            other.close()
-            again = await asyncio.wait_for(launch, 10)
-            assert isinstance(again, Launched) and again.created
-            assert again.job_id == first.job_id
-            assert await h.launcher.durable(again.job_id)
-        finally:
-            h.close()
+    async def body(h: Harness) -> None:
+        first = await h.launch("k1", 1)
+        assert isinstance(first, Launched) and first.ended is not None
+        await asyncio.wait_for(first.ended, 10)
+        assert await h.launcher.durable(first.job_id)
+        pruner = sqlite3.connect(db_path)
+        pruner.execute("DELETE FROM jobs WHERE job_id = ?", (first.job_id,))
+        pruner.commit()
+        pruner.close()
+        launch, other = await launch_uncommitted(h, db_path, "k1", 2)
+        assert not h.store.durable_future(first.job_id).done()  # nothing of it committed
+        other.execute("ROLLBACK")
+        other.close()
+        again = await asyncio.wait_for(launch, 10)
+        assert isinstance(again, Launched) and again.created
+        assert again.job_id == first.job_id
+        assert await h.launcher.durable(again.job_id)
 
-    asyncio.run(main())
+    with_harness(db_path, 20_000, body)
