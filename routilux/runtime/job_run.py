@@ -180,7 +180,7 @@ class JobRun:
             if error is None:
                 error = self._overflow(ctx)
             outcome, keep = ("ok", True) if error is None else self._on_error(act, error)
-            touched: set[str] = set()
+            touched: dict[str, None] = {}
             if keep and not isinstance(error, SlotQueueFullError):
                 touched = self._deliver(ctx)
             record = {
@@ -214,8 +214,9 @@ class JobRun:
                 )
         return None
 
-    def _deliver(self, ctx: ActivationContext) -> set[str]:
-        touched: set[str] = set()
+    def _deliver(self, ctx: ActivationContext) -> dict[str, None]:
+        # Ordered (routes' order), so which branch a commit runs next is the same every run.
+        touched: dict[str, None] = {}
         routes = self.plan.routes
         for event, params in ctx.emits:
             for index, (target, slot_name, slot) in enumerate(
@@ -230,7 +231,7 @@ class JobRun:
                     continue
                 queue = self._queues[(target, slot_name)]
                 queue.append(params if index == 0 else dict(params))
-                touched.add(target)
+                touched[target] = None
                 if len(queue) >= slot.watermark_length:
                     self._warn_watermark(target, slot_name, len(queue))
         return touched

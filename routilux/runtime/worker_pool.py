@@ -51,14 +51,16 @@ class WorkerPool:
 
     def submit_next(self, fn: Callable[[Any], Any], arg: Any) -> None:
         """Like :meth:`submit`, but from a task of this pool the first such call runs
-        ``fn(arg)`` on the same thread as soon as that task returns; later ones are
-        queued, so fan-out still runs in parallel.
+        ``fn(arg)`` on the same thread as soon as that task returns, unless other work
+        is waiting; later ones are queued, so fan-out still runs in parallel.
 
-        Only for work submitted at the very end of a task: a task that goes on to wait
-        for it would wait for good.
+        Only while nothing waits in the queue: otherwise a chain that loops would keep
+        its thread while other jobs, timers and the other branches of a fan-out wait.
+        And only for work submitted at the very end of a task: a task that goes on to
+        wait for it would wait for good.
         """
         own = self._own
-        if getattr(own, "free", False):
+        if getattr(own, "free", False) and self._tasks.empty():
             own.free = False
             own.next = (fn, arg)
             return

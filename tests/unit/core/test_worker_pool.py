@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from routilux import Flow, FlowRegistry, Routine, Runtime
@@ -117,3 +118,93 @@ def test_logic_that_waits_for_a_job_it_started_does_not_wait_for_itself() -> Non
         job = runtime.exec("outer", {})
         assert job.wait(15)
         assert job.shared_data["inner"] == "completed"
+
+
+class Poll(Routine):
+    """Loops on itself until ``stop`` is set (or ``give_up`` seconds pass)."""
+
+    def __init__(self, stop: threading.Event, give_up: float) -> None:
+        super().__init__()
+        self.stop, self.give_up = stop, give_up
+        self.define_slot("trigger")
+        self.define_event("again", ["n", "since"])
+        self.set_logic(self.run)
+
+    def run(self, trigger: list[dict[str, Any]], policy_message: Any, job_state: Any) -> None:
+        point = trigger[0]
+        since = point.get("since") or time.monotonic()
+        if not self.stop.is_set() and time.monotonic() - since < self.give_up:
+            self.emit("again", n=point["n"] + 1, since=since)
+
+
+class SetFlag(Routine):
+    def __init__(self, flag: threading.Event) -> None:
+        super().__init__()
+        self.define_slot("trigger")
+        self.set_logic(lambda trigger, message, job_state: flag.set())
+
+
+def test_a_looping_chain_lets_queued_work_run_between_its_steps() -> None:
+    stop = threading.Event()
+    loop = Flow("loop")
+    loop.add_routine(Poll(stop, give_up=60.0), "poll")
+    loop.connect("poll", "again", "poll", "trigger")
+    loop.entry_routine_id = "poll"
+    setter = Flow("setter")
+    setter.add_routine(SetFlag(stop), "set")
+    registry = FlowRegistry()
+    registry.register_by_name("loop", loop)
+    registry.register_by_name("setter", setter)
+    with Runtime(thread_pool_size=1, registry=registry) as runtime:
+        looping = runtime.exec("loop", {"n": 0})
+        assert runtime.exec("setter", {}).wait(10)  # not after the loop gives up (60 s)
+        assert looping.wait(10)
+
+
+class Produce(Routine):
+    """Emits item i+1 to itself and to a consumer until ``last``."""
+
+    def __init__(self, last: int) -> None:
+        super().__init__()
+        self.last = last
+        self.define_slot("trigger")
+        self.define_event("item", ["i"])
+        self.set_logic(self.run)
+
+    def run(self, trigger: list[dict[str, Any]], policy_message: Any, job_state: Any) -> None:
+        if trigger[0]["i"] < self.last:
+            self.emit("item", i=trigger[0]["i"] + 1)
+
+
+class Consume(Routine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("input")
+        self.set_logic(lambda items, message, job_state: None)
+
+
+class InFlight:
+    """Checkpointer that keeps the largest number of activations in flight it saw."""
+
+    def __init__(self) -> None:
+        self.most = 0
+
+    def save(self, snapshot: dict[str, Any]) -> None:
+        self.most = max(self.most, len(snapshot["pending"]["activations"]))
+
+
+def test_one_branch_of_a_fan_out_never_runs_ahead_of_the_other() -> None:
+    # Had the looping branch kept its thread, the consumer's activations would pile up
+    # in flight (and into every checkpoint).
+    flow = Flow("fan")
+    flow.add_routine(Produce(last=2000), "produce")
+    flow.add_routine(Consume(), "consume")
+    flow.connect("produce", "item", "produce", "trigger")
+    flow.connect("produce", "item", "consume", "input")
+    flow.entry_routine_id = "produce"
+    registry = FlowRegistry()
+    registry.register_by_name("fan", flow)
+    seen = InFlight()
+    with Runtime(thread_pool_size=1, registry=registry, checkpointer=seen) as runtime:
+        assert runtime.exec("fan", {"i": 0}).wait(60)
+    assert seen.most <= 5
