@@ -50,6 +50,14 @@ def test_submit_next_from_outside_the_pool_just_queues() -> None:
         pool.stop(5)
 
 
+def registry_of(*flows: Flow) -> FlowRegistry:
+    """A registry holding ``flows`` under their flow ids."""
+    registry = FlowRegistry()
+    for flow in flows:
+        registry.register_by_name(flow.flow_id, flow)
+    return registry
+
+
 class Step(Routine):
     """Records the thread it ran on and passes the data point on."""
 
@@ -77,8 +85,7 @@ def test_a_chain_of_activations_stays_on_one_thread() -> None:
     flow.connect("a", "out", "b", "trigger")
     flow.connect("b", "out", "c", "trigger")
     flow.entry_routine_id = "a"
-    registry = FlowRegistry()
-    registry.register_by_name("chain3", flow)
+    registry = registry_of(flow)
     with Runtime(thread_pool_size=4, registry=registry) as runtime:
         job = runtime.exec("chain3", {"n": 1})
         assert job.wait(10)
@@ -110,9 +117,7 @@ def test_logic_that_waits_for_a_job_it_started_does_not_wait_for_itself() -> Non
     box: list[Runtime] = []
     outer = Flow("outer")
     outer.add_routine(Block(box), "block")
-    registry = FlowRegistry()
-    registry.register_by_name("chain3", chain)
-    registry.register_by_name("outer", outer)
+    registry = registry_of(chain, outer)
     with Runtime(thread_pool_size=2, registry=registry) as runtime:
         box.append(runtime)
         job = runtime.exec("outer", {})
@@ -152,9 +157,7 @@ def test_a_looping_chain_lets_queued_work_run_between_its_steps() -> None:
     loop.entry_routine_id = "poll"
     setter = Flow("setter")
     setter.add_routine(SetFlag(stop), "set")
-    registry = FlowRegistry()
-    registry.register_by_name("loop", loop)
-    registry.register_by_name("setter", setter)
+    registry = registry_of(loop, setter)
     with Runtime(thread_pool_size=1, registry=registry) as runtime:
         looping = runtime.exec("loop", {"n": 0})
         assert runtime.exec("setter", {}).wait(10)  # not after the loop gives up (60 s)
@@ -202,8 +205,7 @@ def test_one_branch_of_a_fan_out_never_runs_ahead_of_the_other() -> None:
     flow.connect("produce", "item", "produce", "trigger")
     flow.connect("produce", "item", "consume", "input")
     flow.entry_routine_id = "produce"
-    registry = FlowRegistry()
-    registry.register_by_name("fan", flow)
+    registry = registry_of(flow)
     seen = InFlight()
     with Runtime(thread_pool_size=1, registry=registry, checkpointer=seen) as runtime:
         assert runtime.exec("fan", {"i": 0}).wait(60)
