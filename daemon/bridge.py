@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-#: Threads for blocking calls: reply-outbox writes, drains, log writes. (Claims and
+#: Threads for blocking calls: reply-outbox writes, drains. (Claims and
 #: first-checkpoint waits do not use them: the loop awaits the store's futures.)
 BLOCKING_THREADS = 32
 
@@ -58,16 +58,6 @@ class Bridge:
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking call in the bridge's thread pool and await its result."""
         return await self.loop.run_in_executor(self._pool, functools.partial(fn, *args))
-
-    def run_detached(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on a pool thread without waiting; failures are logged.
-
-        For work that must not pay for a syscall on the loop (log writes).
-        """
-        try:
-            self._pool.submit(_guarded, fn, *args)
-        except RuntimeError:  # pool closed: the service is gone
-            logger.debug("bridge closed; dropped detached call to %r", fn)
 
     def close(self) -> None:
         """Stop the blocking-call threads once their current calls return."""

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from datetime import datetime, timezone
 from typing import Literal, TextIO
 
-__all__ = ["JsonFormatter", "LogFormat", "TextFormatter", "grouped_writes", "setup_logging"]
+__all__ = [
+    "JsonFormatter",
+    "LogFormat",
+    "TextFormatter",
+    "UtcMillisStamps",
+    "grouped_writes",
+    "setup_logging",
+]
 
 LogFormat = Literal["text", "json"]
 
@@ -35,20 +43,34 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._stamps = UtcMillisStamps()
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return _utc_iso(record.created)
+        return self._stamps(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\r", "").replace("\n", "\\n")
+        if record.exc_info or record.exc_text or record.stack_info:
+            line = super().format(record)
+        else:  # the common case, without the generic formatter's lookups (2 lines a job)
+            record.message = record.getMessage()
+            line = (
+                f"{self._stamps(record.created)} {record.levelname} {record.name}: {record.message}"
+            )
+        if "\n" in line or "\r" in line:
+            line = line.replace("\r", "").replace("\n", "\\n")
+        return line
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, exc (if any), extras."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._stamps = UtcMillisStamps()
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "ts": _utc_iso(record.created),
+            "ts": self._stamps(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -59,6 +81,31 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 entry[key] = value
         return json.dumps(entry, default=str)
+
+
+class UtcMillisStamps:
+    """Formats epoch seconds as ``2026-11-26T01:02:03.123Z`` (UTC, milliseconds).
+
+    The date and time up to the second are formatted once per second and reused:
+    a formatter stamps two lines per job, and ``datetime.isoformat`` costs more
+    than the rest of the line. Each formatter owns one; calls may come from any
+    thread (the cache is one tuple, replaced whole).
+    """
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")
+
+    def __call__(self, created: float) -> str:
+        # Rounded to the microsecond first, the way datetime.fromtimestamp does.
+        fraction, whole = math.modf(created)
+        second, micros = divmod(int(whole) * 1_000_000 + round(fraction * 1_000_000), 1_000_000)
+        cached = self._second
+        if cached[0] == second:
+            prefix = cached[1]
+        else:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, prefix)
+        return f"{prefix}.{micros // 1000:03d}Z"
 
 
 class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -157,8 +204,3 @@ def setup_logging(
     for name in _NOISY_LIBRARIES:
         logging.getLogger(name).setLevel(level if level <= logging.DEBUG else logging.WARNING)
     return handler
-
-
-def _utc_iso(created: float) -> str:
-    stamp = datetime.fromtimestamp(created, tz=timezone.utc)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")

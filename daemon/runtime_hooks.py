@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from daemon.bridge import Bridge
-from daemon.logging_setup import grouped_writes
+from daemon.job_log import JobEvent, JobLogWriter
 from routilux.job_state import JobState
 
 logger = logging.getLogger(__name__)
@@ -63,18 +63,6 @@ class _JobRecord:
     activations: int = 0
 
 
-@dataclass(frozen=True)
-class _JobEvent:
-    """A job start (no snapshot) or end, handed from Runtime threads to the loop."""
-
-    job_id: str
-    flow: str
-    trigger: str
-    status: str = ""
-    duration: float = 0.0
-    snapshot: dict[str, Any] | None = None
-
-
 @dataclass
 class _Waiters:
     """Loop futures waiting for jobs to end; touched only on the loop."""
@@ -105,8 +93,9 @@ class JobTracker:
         self._jobs: dict[str, _JobRecord] = {}
         self._triggers: dict[str, str] = {}
         self._waiters = _Waiters()
-        self._events: list[_JobEvent] = []
+        self._events: list[JobEvent] = []
         self._pump_scheduled = False
+        self._job_log = JobLogWriter()
 
     def expect(self, job_id: str, trigger: str) -> None:
         """Record the trigger of a job about to be exec'd (for its log lines)."""
@@ -184,7 +173,7 @@ class JobTracker:
             self._metrics.job_resumed(record.flow)
         if started:
             self._metrics.job_started(record.flow)
-            self._post(_JobEvent(job_id, record.flow, record.trigger))
+            self._post(JobEvent(job_id, record.flow, record.trigger))
         for entry in new_activations:
             self._metrics.activation(
                 record.flow,
@@ -200,13 +189,14 @@ class JobTracker:
             snap.get("started_at") or snap.get("created_at"), snap.get("completed_at")
         )
         self._metrics.job_finished(record.flow, status, duration)
-        self._post(_JobEvent(job_id, record.flow, record.trigger, status, duration, snap))
+        self._post(JobEvent(job_id, record.flow, record.trigger, status, duration, snap))
 
-    def _post(self, event: _JobEvent) -> None:
+    def _post(self, event: JobEvent) -> None:
         """Queue an event for the loop; one wakeup serves every event queued meanwhile.
 
-        Logging is batched the same way: one thread writing the log stream is far
-        cheaper than eight worker threads contending for the handler's lock.
+        The log lines of the batch go to the job-log thread in one hand-off: one
+        thread writing the stream is far cheaper than eight worker threads contending
+        for the handler's lock, or the loop waiting in a write.
         """
         with self._lock:
             self._events.append(event)
@@ -219,15 +209,21 @@ class JobTracker:
         with self._lock:
             events, self._events = self._events, []
             self._pump_scheduled = False
-        # Log writes release the GIL in a syscall, and getting it back stalls the
-        # loop behind busy Runtime threads; one pool thread writes the batch instead.
-        self._bridge.run_detached(_log_events, events)
+        self._job_log.post(events)
         for event in events:
             if event.snapshot is None:
                 continue
             self._resolve(event.job_id, event.snapshot)
             if event.trigger == RESUMED and self._on_resumed_end is not None:
                 self._on_resumed_end(event.job_id)
+
+    def close(self) -> None:
+        """Write the job log lines still queued and stop the job-log thread.
+
+        Call it once the Runtime has stopped; lines of later events are written on
+        the posting thread.
+        """
+        self._job_log.close()
 
     def wait_terminal(self, job_id: str) -> asyncio.Future[dict[str, Any]]:
         """A loop future resolved with the job's terminal snapshot.
@@ -254,29 +250,6 @@ class JobTracker:
         for future in self._waiters.futures.pop(job_id, []):
             if not future.done():
                 future.set_result(snapshot)
-
-
-def _log_events(events: list[_JobEvent]) -> None:
-    """One log line per job start and per job end, written in one go."""
-    with grouped_writes():
-        _log_each(events)
-
-
-def _log_each(events: list[_JobEvent]) -> None:
-    for event in events:
-        if event.snapshot is None:
-            logger.info(
-                "job start id=%s flow=%s trigger=%s", event.job_id, event.flow, event.trigger
-            )
-        else:
-            logger.info(
-                "job end id=%s flow=%s trigger=%s status=%s duration=%.3fs",
-                event.job_id,
-                event.flow,
-                event.trigger,
-                event.status,
-                event.duration,
-            )
 
 
 def _new_history(

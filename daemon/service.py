@@ -81,6 +81,7 @@ class Service:
         self._flows_loaded = False
         self._notifier = Notifier.from_env()
         self._bridge: Bridge | None = None
+        self._tracker: JobTracker | None = None
         self._store: Any = None
         self._runtime: Any = None
         self._launcher: Launcher | None = None
@@ -157,7 +158,9 @@ class Service:
         self._flows_loaded = True
         self.metrics.declare_flows(registry.list_names())
         self._store = await bridge.run_blocking(open_store, s.store)
-        tracker = JobTracker(self._store, self.metrics, bridge, self._resumed_job_ended)
+        tracker = self._tracker = JobTracker(
+            self._store, self.metrics, bridge, self._resumed_job_ended
+        )
         self._runtime = start_runtime(s.runtime.threads, tracker)
         self._launcher = Launcher(
             self._store, self._runtime, tracker, bridge, self.metrics.checkpoint_observed
@@ -307,6 +310,8 @@ class Service:
             # Past the grace period nothing more is waited for: running activations are
             # abandoned (daemon threads) and their jobs resume from the last checkpoint.
             await asyncio.to_thread(self._runtime.shutdown, self._drained, SETTLE_TIMEOUT)
+        if self._tracker is not None:
+            await asyncio.to_thread(self._tracker.close)
         if self._store is not None:
             await asyncio.to_thread(self._store.close, STORE_CLOSE_TIMEOUT)
         if self._http is not None:

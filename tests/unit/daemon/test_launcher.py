@@ -70,9 +70,9 @@ class Harness:
         registry.register_by_name("count", flow)
         self.store = SqliteCheckpointStore(db_path, busy_timeout_ms=busy_timeout_ms)
         bridge = Bridge(asyncio.get_running_loop(), threads=1)
-        tracker = JobTracker(self.store, Metrics("test"), bridge)
-        self.runtime = Runtime(thread_pool_size=2, checkpointer=tracker, registry=registry)
-        self.launcher = Launcher(self.store, self.runtime, tracker, bridge)
+        self.tracker = JobTracker(self.store, Metrics("test"), bridge)
+        self.runtime = Runtime(thread_pool_size=2, checkpointer=self.tracker, registry=registry)
+        self.launcher = Launcher(self.store, self.runtime, self.tracker, bridge)
         self.started: list[int] = []
 
     async def launch(self, key: str, n: int) -> Launched | Exception:
@@ -84,6 +84,7 @@ class Harness:
 
     def close(self) -> None:
         self.runtime.shutdown(wait=True, timeout=5)
+        self.tracker.close()
         self.store.close()
 
 

@@ -89,6 +89,7 @@ def test_tracker_reports_start_activations_and_end_and_resolves_waiters(
             return await asyncio.wait_for(ended, 10)
         finally:
             runtime.shutdown(wait=True, timeout=5)
+            tracker.close()
 
     snapshot = asyncio.run(main())
     assert snapshot["status"] == "completed" and snapshot["shared_data"] == {"n": 42}
@@ -144,6 +145,7 @@ def test_tracker_counts_each_activation_once_with_its_duration_across_retry_time
             await asyncio.wait_for(ended, 10)
         finally:
             runtime.shutdown(wait=True, timeout=5)
+            tracker.close()
 
     asyncio.run(main())
     labels = {"flow": "flaky", "routine": "slow"}

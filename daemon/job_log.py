@@ -1,0 +1,114 @@
+"""The daemon's one log line per job start and per job end, written by a thread of its own.
+
+Writing a line is a system call that gives up the GIL, and getting it back waits
+behind busy Runtime threads; neither the loop nor a worker should pay that. The
+job tracker hands its events over in batches (:meth:`JobLogWriter.post`), and one
+long-lived thread formats whatever has piled up and writes it in one go.
+
+Usage::
+
+    writer = JobLogWriter()
+    writer.post([JobEvent("3f2a...", "orders", "amqp:orders")])  # "job start ..."
+    writer.close()  # writes what is queued, then stops the thread
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.logging_setup import grouped_writes
+
+__all__ = ["JobEvent", "JobLogWriter", "log_job_events"]
+
+logger = logging.getLogger("daemon.jobs")
+
+#: Seconds :meth:`JobLogWriter.close` waits for queued lines to be written.
+CLOSE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """A job start (no snapshot) or end, handed from Runtime threads to the loop."""
+
+    job_id: str
+    flow: str
+    trigger: str
+    status: str = ""
+    duration: float = 0.0
+    snapshot: dict[str, Any] | None = None
+
+
+def log_job_events(events: Sequence[JobEvent]) -> None:
+    """Log one line per event on the calling thread, written together at the end."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    with grouped_writes():
+        for event in events:
+            if event.snapshot is None:
+                logger.info(
+                    "job start id=%s flow=%s trigger=%s", event.job_id, event.flow, event.trigger
+                )
+            else:
+                logger.info(
+                    "job end id=%s flow=%s trigger=%s status=%s duration=%.3fs",
+                    event.job_id,
+                    event.flow,
+                    event.trigger,
+                    event.status,
+                    event.duration,
+                )
+
+
+class JobLogWriter:
+    """Owns the job-log thread; :meth:`post` from any thread, :meth:`close` once."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Sequence[JobEvent] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="routilux-job-log", daemon=True)
+        self._thread.start()
+
+    def post(self, events: Sequence[JobEvent]) -> None:
+        """Queue ``events`` for writing; never blocks. After :meth:`close` they are
+        written on the caller's thread instead (nothing is dropped)."""
+        if self._closed:
+            log_job_events(events)
+            return
+        self._queue.put(events)
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Write what is queued and stop the thread (waits up to ``timeout`` seconds)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout)
+        leftovers: list[JobEvent] = []  # posted while closing, behind the sentinel
+        while True:
+            try:
+                leftovers.extend(self._queue.get_nowait() or ())
+            except queue.Empty:
+                break
+        log_job_events(leftovers)
+
+    def _run(self) -> None:
+        while True:
+            pending = [self._queue.get()]
+            # Whatever piled up while the last write ran goes out in this one.
+            while True:
+                try:
+                    pending.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            events = [event for batch in pending if batch is not None for event in batch]
+            try:
+                log_job_events(events)
+            except Exception:  # a broken stream must not stop the thread (or later lines)
+                logger.exception("writing %d job log line(s) failed", len(events))
+            if None in pending:
+                return
