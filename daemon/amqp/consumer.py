@@ -30,6 +30,7 @@ from aio_pika.abc import (
 )
 from aiormq.abc import DeliveredMessage
 
+from daemon.amqp import direct_delivery
 from daemon.amqp.delivery import Delivery, RawDelivery
 from daemon.errors import BrokerUnavailable
 
@@ -213,10 +214,11 @@ class AmqpConsumer:
         if tag not in underlay.consumers:
             return
 
-        async def read_raw(message: DeliveredMessage) -> None:
+        def read_raw(message: DeliveredMessage) -> None:
             self._on_message(queue, RawDelivery(message))
 
-        underlay.consumers[tag] = read_raw
+        direct_delivery.install(underlay)
+        underlay.consumers[tag] = direct_delivery.direct_consumer(read_raw)
 
     def _on_broker_cancel(self, frame: Any) -> None:
         """The broker cancelled a consumer (e.g. its queue was deleted): aio-pika
@@ -239,7 +241,7 @@ class AmqpConsumer:
                 return
             underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
             current = underlay.consumers.get(tag)
-            if current is not None and getattr(current, "__name__", "") != "read_raw":
+            if current is not None and not direct_delivery.is_direct(current):
                 await self._read_raw(channel, queue, tag)
                 return
 
