@@ -10,8 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import aio_pika
+import aiormq
 import pytest
+from aiormq.abc import DeliveredMessage
 
+from daemon.amqp import direct_delivery
 from daemon.amqp.consumer import AmqpConsumer, QueueBinding
 from daemon.amqp.delivery import Delivery, RawDelivery
 
@@ -40,17 +43,33 @@ async def publish(url: str, queue: str, n: int, tag: str) -> None:
         await connection.close()
 
 
+class Received(list[Delivery]):
+    """Deliveries in arrival order, and the task each was handed over in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    def on_message(self, _queue: str, delivery: Delivery) -> None:
+        self.append(delivery)
+        self.tasks.append(asyncio.current_task())
+
+    def handed_over_by_one_reader(self) -> bool:
+        """True if every delivery came in the channel reader's own task (no task each)."""
+        return len({id(task) for task in self.tasks}) == 1 and self.tasks[0] is not None
+
+
 def run_consumer(
-    amqp_url: str, prefix: str, scenario: Callable[[AmqpConsumer, list[Delivery]], Any]
+    amqp_url: str, prefix: str, scenario: Callable[[AmqpConsumer, Received], Any]
 ) -> None:
     async def main() -> None:
-        received: list[Delivery] = []
+        received = Received()
         consumer = AmqpConsumer(
             amqp_url,
             [QueueBinding(queue=f"{prefix}.q", flow="f", trigger=f"amqp:{prefix}.q")],
             f"{prefix}.dlx",
             prefetch=10,
-            on_message=lambda _queue, delivery: received.append(delivery),
+            on_message=received.on_message,
             on_state=lambda _up: None,
         )
         consumer.start()
@@ -68,10 +87,11 @@ def test_deliveries_arrive_raw_and_their_acks_settle_them(
 ) -> None:
     broker.created += [f"{prefix}.q", f"{prefix}.q.dlq"]
 
-    async def scenario(consumer: AmqpConsumer, received: list[Delivery]) -> None:
+    async def scenario(consumer: AmqpConsumer, received: Received) -> None:
         await publish(amqp_url, f"{prefix}.q", 3, "m")
         await until(lambda: len(received) == 3)
         assert all(isinstance(d, RawDelivery) for d in received)
+        assert received.handed_over_by_one_reader()
         assert [d.message_id for d in received] == ["m-0", "m-1", "m-2"]
         assert json.loads(received[1].body) == {"i": 1} and received[1].reply_to == "replies"
         await received[2].ack(multiple=True)
@@ -87,7 +107,7 @@ def test_raw_reading_comes_back_after_the_broker_drops_the_connection(
 ) -> None:
     broker.created += [f"{prefix}.q", f"{prefix}.q.dlq"]
 
-    async def scenario(consumer: AmqpConsumer, received: list[Delivery]) -> None:
+    async def scenario(consumer: AmqpConsumer, received: Received) -> None:
         subprocess.run(
             ["rabbitmqctl", "close_all_connections", "test: drop consumers"],
             check=True,
@@ -99,6 +119,7 @@ def test_raw_reading_comes_back_after_the_broker_drops_the_connection(
         await publish(amqp_url, f"{prefix}.q", 2, "after")
         await until(lambda: len(received) == 2, timeout=30)
         assert all(isinstance(d, RawDelivery) for d in received)
+        assert received.handed_over_by_one_reader()  # the new channel is hooked too
         for delivery in received:
             await delivery.ack()
 
@@ -112,7 +133,7 @@ def test_raw_reading_comes_back_after_a_broker_sent_cancel(
     # queue again and consumes with its own callback, and the raw reader follows.
     broker.created += [f"{prefix}.q", f"{prefix}.q.dlq"]
 
-    async def scenario(consumer: AmqpConsumer, received: list[Delivery]) -> None:
+    async def scenario(consumer: AmqpConsumer, received: Received) -> None:
         await asyncio.to_thread(broker.delete, f"{prefix}.q")
         deadline = asyncio.get_running_loop().time() + 30
         for attempt in range(10_000):
@@ -130,3 +151,51 @@ def test_raw_reading_comes_back_after_a_broker_sent_cancel(
             await delivery.ack()
 
     run_consumer(amqp_url, prefix, scenario)
+
+
+def test_a_hooked_channel_serves_other_consumers_through_aiormqs_own_path(
+    amqp_url: str, prefix: str, broker: Broker
+) -> None:
+    broker.created += [f"{prefix}.direct", f"{prefix}.plain"]
+
+    async def main() -> None:
+        connection = await aiormq.connect(amqp_url)
+        try:
+            channel = await connection.channel()
+            assert direct_delivery.install(channel) and direct_delivery.install(channel)
+            direct: list[asyncio.Task[Any] | None] = []
+            plain: list[asyncio.Task[Any] | None] = []
+
+            async def plain_consumer(message: DeliveredMessage) -> None:
+                plain.append(asyncio.current_task())
+                await channel.basic_ack(message.delivery_tag)
+
+            def direct_handler(message: DeliveredMessage) -> None:
+                direct.append(asyncio.current_task())
+                asyncio.get_running_loop().create_task(channel.basic_ack(message.delivery_tag))
+
+            for name, consumer in (
+                ("direct", direct_delivery.direct_consumer(direct_handler)),
+                ("plain", plain_consumer),
+            ):
+                await channel.queue_declare(f"{prefix}.{name}", durable=True)
+                await channel.basic_consume(f"{prefix}.{name}", consumer)
+            for _ in range(6):
+                for name in ("direct", "plain"):
+                    await channel.basic_publish(b"{}", routing_key=f"{prefix}.{name}")
+            await until(lambda: len(direct) == 6 and len(plain) == 6)
+            assert len({id(t) for t in direct}) == 1  # the reader's turn, every time
+            assert len({id(t) for t in plain}) == 6  # aiormq's task per delivery
+            assert not direct_delivery.is_direct(plain_consumer)
+        finally:
+            await connection.close()
+
+    asyncio.run(main())
+
+
+def test_a_channel_without_the_needed_internals_is_left_alone() -> None:
+    class Bare:
+        consumers: dict[str, Any] = {}
+
+    assert direct_delivery.install(Bare()) is False  # type: ignore[arg-type]
+    assert not hasattr(Bare, "_on_deliver_frame")
