@@ -18,8 +18,7 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from daemon.logging_setup import grouped_writes
 
@@ -31,9 +30,12 @@ logger = logging.getLogger("daemon.jobs")
 CLOSE_TIMEOUT = 5.0
 
 
-@dataclass(frozen=True)
-class JobEvent:
-    """A job start (no snapshot) or end, handed from Runtime threads to the loop."""
+class JobEvent(NamedTuple):
+    """A job start (no snapshot) or end, handed from Runtime threads to the loop.
+
+    A named tuple: two are made per job, and a frozen dataclass costs several times
+    more to build.
+    """
 
     job_id: str
     flow: str

@@ -107,8 +107,12 @@ class JobTracker:
         with self._lock:
             self._triggers.pop(job_id, None)
 
-    def save(self, snapshot: dict[str, Any]) -> None:
-        """Forward ``snapshot`` to the store, then observe it. Never blocks on I/O."""
+    def save(self, snapshot: dict[str, Any], duration: float | None = None) -> None:
+        """Forward ``snapshot`` to the store, then observe it. Never blocks on I/O.
+
+        ``duration``: the job's run time if the caller knows it (else it is read from
+        the snapshot's timestamps when the job has ended).
+        """
         self._store.save(snapshot)
         history = snapshot.get("execution_history") or []
         try:
@@ -117,8 +121,9 @@ class JobTracker:
                 str(snapshot.get("flow_id")),
                 str(snapshot.get("status")),
                 int(snapshot.get("activation_count", len(history))),
-                history,
+                lambda count: history[-count:],
                 snapshot,
+                duration,
             )
         except Exception:  # metrics must never break checkpointing
             logger.exception("observing snapshot of job %s failed", snapshot.get("job_id"))
@@ -131,7 +136,7 @@ class JobTracker:
         """
         status = job_state.status.value
         if status in TERMINAL_STATUSES:
-            self.save(job_state.to_dict())
+            self.save(job_state.to_dict(), _run_time(job_state))
             return
         self._store.save_deferred(job_state, seq)
         try:
@@ -140,7 +145,7 @@ class JobTracker:
                 job_state.flow_id,
                 status,
                 job_state.activation_count,
-                job_state.execution_history,
+                job_state.recent_history,
                 None,
             )
         except Exception:  # metrics must never break checkpointing
@@ -152,10 +157,15 @@ class JobTracker:
         flow: str,
         status: str,
         activation_count: int,
-        history: list[dict[str, Any]],
+        recent_history: Callable[[int], list[dict[str, Any]]],
         snapshot: dict[str, Any] | None,
+        duration: float | None = None,
     ) -> None:
-        """Feed metrics and events from one checkpoint (``snapshot`` given when terminal)."""
+        """Feed metrics and events from one checkpoint (``snapshot`` given when terminal).
+
+        ``recent_history(n)`` gives the newest ``n`` history entries: only the ones
+        committed since the last checkpoint are read.
+        """
         with self._lock:
             record = self._jobs.get(job_id)
             if record is None:
@@ -166,7 +176,7 @@ class JobTracker:
                 resumed = trigger is None
             else:
                 started = resumed = False
-            new_activations = _new_history(record, activation_count, history)
+            new_activations = _new_history(record, activation_count, recent_history)
             if status in TERMINAL_STATUSES:
                 self._jobs.pop(job_id, None)
         if resumed:
@@ -182,12 +192,20 @@ class JobTracker:
                 _seconds_between(entry.get("started_at"), entry.get("finished_at")),
             )
         if status in TERMINAL_STATUSES and snapshot is not None:
-            self._finish(job_id, record, status, snapshot)
+            self._finish(job_id, record, status, snapshot, duration)
 
-    def _finish(self, job_id: str, record: _JobRecord, status: str, snap: dict[str, Any]) -> None:
-        duration = _seconds_between(
-            snap.get("started_at") or snap.get("created_at"), snap.get("completed_at")
-        )
+    def _finish(
+        self,
+        job_id: str,
+        record: _JobRecord,
+        status: str,
+        snap: dict[str, Any],
+        duration: float | None,
+    ) -> None:
+        if duration is None:
+            duration = _seconds_between(
+                snap.get("started_at") or snap.get("created_at"), snap.get("completed_at")
+            )
         self._metrics.job_finished(record.flow, status, duration)
         self._post(JobEvent(job_id, record.flow, record.trigger, status, duration, snap))
 
@@ -253,7 +271,7 @@ class JobTracker:
 
 
 def _new_history(
-    record: _JobRecord, count: int, history: list[dict[str, Any]]
+    record: _JobRecord, count: int, recent_history: Callable[[int], list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
     """Execution-history entries committed since the job was last observed.
 
@@ -264,7 +282,14 @@ def _new_history(
     new = 0 if first_sight else max(0, count - record.activations)
     record.seen = True
     record.activations = count
-    return list(history[-new:]) if new else []
+    return recent_history(new) if new else []
+
+
+def _run_time(job_state: JobState) -> float:
+    """Seconds from the job's start (or creation) to its end; 0.0 if it has not ended."""
+    begun = job_state.started_at or job_state.created_at
+    ended = job_state.completed_at
+    return max(0.0, (ended - begun).total_seconds()) if ended is not None else 0.0
 
 
 def _seconds_between(start: Any, end: Any) -> float:

@@ -20,6 +20,7 @@ a job has ended the two views are the same. All methods are thread-safe.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import tempfile
@@ -240,6 +241,19 @@ class JobState:
     def execution_history(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._history)
+
+    def recent_history(self, count: int) -> list[dict[str, Any]]:
+        """The newest ``count`` entries of :attr:`execution_history`, oldest first.
+
+        Cheaper than the whole history when only the last few entries are wanted
+        (``job_state.recent_history(1)`` is the last committed activation).
+        """
+        if count <= 0:
+            return []
+        with self._lock:
+            newest = list(itertools.islice(reversed(self._history), count))
+        newest.reverse()
+        return newest
 
     def _record_error(self, info: ErrorInfo, fatal: bool) -> None:
         with self._lock:
