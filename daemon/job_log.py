@@ -71,6 +71,9 @@ class JobLogWriter:
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Sequence[JobEvent] | None] = queue.SimpleQueue()
+        # Held while deciding between the queue and the caller's thread, so that nothing
+        # is queued behind the sentinel that stops the thread.
+        self._closing = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="routilux-job-log", daemon=True)
         self._thread.start()
@@ -78,25 +81,20 @@ class JobLogWriter:
     def post(self, events: Sequence[JobEvent]) -> None:
         """Queue ``events`` for writing; never blocks. After :meth:`close` they are
         written on the caller's thread instead (nothing is dropped)."""
-        if self._closed:
-            log_job_events(events)
-            return
-        self._queue.put(events)
+        with self._closing:
+            if not self._closed:
+                self._queue.put(events)
+                return
+        log_job_events(events)
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Write what is queued and stop the thread (waits up to ``timeout`` seconds)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         self._thread.join(timeout)
-        leftovers: list[JobEvent] = []  # posted while closing, behind the sentinel
-        while True:
-            try:
-                leftovers.extend(self._queue.get_nowait() or ())
-            except queue.Empty:
-                break
-        log_job_events(leftovers)
 
     def _run(self) -> None:
         while True:

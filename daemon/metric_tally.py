@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -42,6 +43,12 @@ _SeriesT = TypeVar("_SeriesT", bound="_Series")
 
 #: How prometheus-client writes an "le" bound (1 -> "1.0"), so series match its own.
 _go_float: Callable[[float], str] = floatToGoString
+
+
+def _created_series_wanted() -> bool:
+    """False once ``prometheus_client.disable_created_metrics()`` was called (or
+    PROMETHEUS_DISABLE_CREATED_SERIES set), as for prometheus-client's own metrics."""
+    return bool(getattr(prometheus_metrics, "_use_created", True))
 
 
 class _Series:
@@ -92,8 +99,9 @@ class TallyCounter(_Scalar):
 
     def family(self) -> Metric:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        created = _created_series_wanted()
         for labels, value in self.values.items():
-            family.add_metric(labels, value, created=self.created[labels])
+            family.add_metric(labels, value, created=self.created[labels] if created else None)
         return family
 
 
@@ -127,6 +135,9 @@ class TallyHistogram(_Series):
         counts = self.values.get(labels)
         if counts is None:
             counts = self._new(labels)
+        if amount != amount:  # NaN: in the sum only, in no bucket, as prometheus-client does
+            counts[-1] += amount
+            return
         # bisect_left: the first bound >= amount, i.e. Prometheus' "le" bucket.
         counts[bisect.bisect_left(self.bounds, amount)] += 1
         counts[-1] += amount
@@ -140,8 +151,10 @@ class TallyHistogram(_Series):
                 total += count
                 cumulative.append((name, total))
             family.add_metric(labels, cumulative, sum_value=counts[-1])
-            label_map = dict(zip(self.labelnames, labels, strict=True))
-            family.samples.append(Sample(f"{self.name}_created", label_map, self.created[labels]))
+            if _created_series_wanted():
+                label_map = dict(zip(self.labelnames, labels, strict=True))
+                created = self.created[labels]
+                family.samples.append(Sample(f"{self.name}_created", label_map, created))
         return family
 
 

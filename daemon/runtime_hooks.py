@@ -285,11 +285,15 @@ def _new_history(
     return recent_history(new) if new else []
 
 
-def _run_time(job_state: JobState) -> float:
-    """Seconds from the job's start (or creation) to its end; 0.0 if it has not ended."""
-    begun = job_state.started_at or job_state.created_at
-    ended = job_state.completed_at
-    return max(0.0, (ended - begun).total_seconds()) if ended is not None else 0.0
+def _run_time(job_state: JobState) -> float | None:
+    """Seconds from the job's start (or creation) to its end; None if unknown (then the
+    snapshot's stamps are read instead). Never raises: it runs before the terminal save."""
+    try:
+        begun = job_state.started_at or job_state.created_at
+        ended = job_state.completed_at
+        return max(0.0, (ended - begun).total_seconds()) if ended is not None else None
+    except (TypeError, ValueError, OverflowError):  # e.g. naive and aware datetimes mixed
+        return None
 
 
 def _seconds_between(start: Any, end: Any) -> float:

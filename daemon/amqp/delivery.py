@@ -47,6 +47,10 @@ class Delivery(Protocol):
         """The channel it came on; its delivery tag means nothing on any other."""
 
     @property
+    def delivery_tag(self) -> int | None:
+        """The broker's number for it on its channel (1, 2, ... in delivery order)."""
+
+    @property
     def processed(self) -> bool:
         """True once acked or nacked."""
 
@@ -97,6 +101,11 @@ class RawDelivery:
         return self._message.channel
 
     @property
+    def delivery_tag(self) -> int | None:
+        tag = getattr(self._message.delivery, "delivery_tag", None)
+        return None if tag is None else int(tag)
+
+    @property
     def processed(self) -> bool:
         return self._processed
 
@@ -116,7 +125,7 @@ class RawDelivery:
         self._processed = True
 
     def _tag(self) -> int:
-        tag = getattr(self._message.delivery, "delivery_tag", None)
+        tag = self.delivery_tag
         if tag is None:
             raise RuntimeError("delivery has no delivery tag")
-        return int(tag)
+        return tag

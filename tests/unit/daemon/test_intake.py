@@ -22,6 +22,7 @@ class FakeMessage:
         self.correlation_id = None
         self.redelivered = False
         self.channel = object()
+        self.delivery_tag = 1  # the first delivery of its own channel
         self.processed = False
         self.acked = False
         self._on_ack = on_ack

@@ -142,3 +142,23 @@ def test_text_format_fast_path_matches_the_generic_layout() -> None:
     assert formatter.format(record) == generic.format(record)
     multi = logging.makeLogRecord({"name": "n", "levelname": "INFO", "msg": "one\r\ntwo"})
     assert formatter.format(multi).endswith("INFO n: one\\ntwo")
+
+
+def test_posts_racing_close_are_each_written_once(log_stream: io.StringIO) -> None:
+    writer = JobLogWriter()
+    started = threading.Barrier(5)
+
+    def post(thread: int) -> None:
+        started.wait()
+        for i in range(300):
+            writer.post([start(f"{thread}-{i}")])
+
+    threads = [threading.Thread(target=post, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    writer.close()  # while the others are still posting
+    for thread in threads:
+        thread.join()
+    ids = [line.split(" id=")[1].split()[0] for line in log_stream.getvalue().splitlines()]
+    assert len(ids) == len(set(ids)) == 4 * 300

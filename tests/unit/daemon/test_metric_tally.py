@@ -100,3 +100,28 @@ def test_wrong_label_count_is_refused_and_names_are_checked_at_register() -> Non
     registry.register(tally)
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         Counter("runs", "Again.", registry=registry)
+
+
+def test_nan_and_disabled_created_series_behave_as_in_prometheus_client() -> None:
+    from prometheus_client import disable_created_metrics, enable_created_metrics
+
+    theirs = CollectorRegistry()
+    their_hist = Histogram("n_seconds", "N.", buckets=BUCKETS, registry=theirs)
+    ours = CollectorRegistry()
+    tally = Tally()
+    our_hist = tally.histogram("n_seconds", "N.", [], BUCKETS)
+    ours.register(tally)
+    for value in (0.5, float("nan"), 2.0):
+        their_hist.observe(value)
+        with tally.lock:
+            our_hist.observe((), value)
+    got, want = samples(ours), samples(theirs)
+    assert got.keys() == want.keys()
+    for key, value in want.items():  # NaN sums compare unequal to themselves
+        assert (got[key] != got[key] and value != value) or got[key] == value, key
+    disable_created_metrics()
+    try:
+        text = generate_latest(ours).decode()
+        assert "_created" not in text and "n_seconds_count 2.0" in text
+    finally:
+        enable_created_metrics()

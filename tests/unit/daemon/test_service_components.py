@@ -8,6 +8,7 @@ import random
 import signal
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +27,9 @@ from daemon.service_parts import queue_bindings, start_runtime, timer_specs
 from daemon.settings import Settings
 from daemon.signals import EXIT_FORCED, SignalHandler
 from routilux import ErrorHandler, ErrorStrategy, Flow, Routine, Runtime
+from routilux.job_state import JobState
 from routilux.monitoring.flow_registry import FlowRegistry
+from routilux.status import ExecutionStatus
 
 
 class Double(Routine):
@@ -153,6 +156,31 @@ def test_tracker_counts_each_activation_once_with_its_duration_across_retry_time
     assert sample(metrics, "routilux_activations_total", outcome="ok", **labels) == 1
     assert sample(metrics, "routilux_activation_duration_seconds_count", **labels) == 2
     assert sample(metrics, "routilux_activation_duration_seconds_sum", **labels) >= 0.04
+
+
+def test_a_job_whose_times_cannot_be_subtracted_still_records_its_end() -> None:
+    # User logic may set a naive started_at on an aware job; its run time is then read
+    # from the snapshot, and the terminal checkpoint must be saved regardless.
+    store = MemoryCheckpointStore()
+    metrics = Metrics("test")
+
+    async def main() -> None:
+        tracker = JobTracker(store, metrics, Bridge(asyncio.get_running_loop(), threads=1))
+        try:
+            state = JobState(flow_id="pair", job_id="job-t")
+            tracker.expect("job-t", "amqp:q")
+            state._transition(ExecutionStatus.RUNNING)
+            tracker.save_deferred(state, 1)
+            state.started_at = datetime(2026, 1, 1)  # naive
+            state._transition(ExecutionStatus.COMPLETED)
+            tracker.save_deferred(state, 2)
+        finally:
+            tracker.close()
+
+    asyncio.run(main())
+    row = store.get_job("job-t")
+    assert row is not None and row.status == "completed"
+    assert sample(metrics, "routilux_jobs_finished_total", flow="pair", status="completed") == 1
 
 
 def test_the_daemons_runtime_forgets_finished_jobs() -> None:
