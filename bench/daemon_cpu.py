@@ -1,0 +1,98 @@
+"""CPU time the daemon spends per message, optionally paired against another checkout.
+
+Wall-clock throughput on a shared 2-core machine swings by 10-20% between runs;
+the daemon process's own CPU time per message is far steadier, so it is the
+figure to compare two versions by. Each run pre-loads N messages for the daemon
+bench's 3-step flow, starts ``python -m daemon run`` from a checkout, and reads
+``/proc/<pid>/stat`` once 200 jobs are complete (startup excluded) and again when
+all are. With ``--against`` the two checkouts alternate, run after run.
+
+    .venv/bin/python bench/daemon_cpu.py --messages 15000 --runs 3
+    .venv/bin/python bench/daemon_cpu.py --against /tmp/base --runs 3   # paired
+
+A profiling aid (Linux only), not a benchmark: ``make bench`` does not run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from amqp_load import DEFAULT_URL, publish_messages, wait_until  # noqa: E402
+from daemon_bench import PHASE_TIMEOUT, REPO, DaemonImpl  # noqa: E402
+
+#: Completed jobs after which the CPU clock starts (startup and imports excluded).
+WARM = 200
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(root: Path, messages: int, url: str = DEFAULT_URL) -> dict[str, float]:
+    """One run of the daemon from checkout ``root``: CPU us per message and msgs/s."""
+    with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
+        queue = f"bench.cpu.{uuid.uuid4().hex[:8]}"
+        daemon = DaemonImpl(url, Path(tmp), queue)
+        daemon.prepare()
+        asyncio.run(publish_messages(url, queue, messages, None))
+        env = dict(os.environ, PYTHONPATH=f"{root / 'bench'}{os.pathsep}{root}")
+        command = [sys.executable, "-m", "daemon", "run", "--config", str(daemon.config)]
+        with (Path(tmp) / "daemon.log").open("wb") as log:
+            daemon.proc = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=log)
+        try:
+            wait_until(lambda: daemon._completed() >= WARM, PHASE_TIMEOUT, f"{WARM} jobs")
+            warm_cpu, warm_done = process_cpu_seconds(daemon.proc.pid), daemon._completed()
+            daemon.wait_done(messages)
+            cpu = process_cpu_seconds(daemon.proc.pid) - warm_cpu
+            seen, done = daemon.completions()
+        finally:
+            daemon.stop()
+    return {
+        "cpu_us_per_msg": cpu / (messages - warm_done) * 1e6,
+        "msgs_per_s": messages / (max(done.values()) - min(seen.values())),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=15_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--against", type=Path, help="another checkout to pair with")
+    args = parser.parse_args()
+    roots = [REPO] if args.against is None else [args.against.resolve(), REPO]
+    results: dict[Path, list[dict[str, float]]] = {root: [] for root in roots}
+    for run in range(1, args.runs + 1):
+        for root in roots:
+            figures = measure(root, args.messages)
+            results[root].append(figures)
+            print(
+                f"run {run} {root}: {figures['cpu_us_per_msg']:.0f} us/msg,"
+                f" {figures['msgs_per_s']:,.0f} msgs/s",
+                flush=True,
+            )
+    for root, runs in results.items():
+        cpu = statistics.median(r["cpu_us_per_msg"] for r in runs)
+        rate = statistics.median(r["msgs_per_s"] for r in runs)
+        print(f"median {root}: {cpu:.0f} us/msg, {rate:,.0f} msgs/s")
+    if args.against is not None:
+        ratios = [
+            new["cpu_us_per_msg"] / old["cpu_us_per_msg"]
+            for old, new in zip(results[roots[0]], results[roots[1]], strict=True)
+        ]
+        print(f"CPU per message, this checkout / --against: {statistics.median(ratios):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
