@@ -9,8 +9,13 @@ does not run it.
 
     .venv/bin/python bench/daemon_stages.py --rate 1000 --seconds 5
 
+It also reports, for the whole run, the launch batches (size, and time from their
+start until their claims commit), the writer's transactions (time and rows) and
+the cyclic GC's pauses.
+
 The wrapping reaches into private methods (``Intake.on_message``,
-``Launcher._start``, ``Launcher._try_start``) and will need updating when those move.
+``Launcher._start``, ``Launcher._try_start``, ``SnapshotWriter._commit``) and will
+need updating when those move.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import gc
 import json
 import os
 import subprocess
@@ -58,14 +64,23 @@ def run_daemon_with_marks(out: str, argv: list[str]) -> int:
     start = launcher.Launcher._start
     try_start = launcher.Launcher._try_start
 
+    samples: dict[str, list[float]] = {name: [] for name, _ in INSIDE}
+    _probe_writer(samples)
+    _probe_gc(samples)
+
     def marked_on_message(self: Any, queue: str, message: Any) -> None:
         mark(message.message_id, "delivered")
         on_message(self, queue, message)
 
-    async def marked_start(self: Any, proposed: Any, requests: Any, start_first: bool) -> Any:
+    async def marked_start(self: Any, proposed: Any, requests: Any, *args: Any) -> Any:
         for request in requests:
             mark(request.dedupe_key, "batch")
-        return await start(self, proposed, requests, start_first)
+        began = time.perf_counter()
+        try:
+            return await start(self, proposed, requests, *args)
+        finally:
+            samples["batch"].append(len(requests))
+            samples["batch_ms"].append((time.perf_counter() - began) * 1000)
 
     def marked_try_start(self: Any, job_id: str, request: Any) -> Any:
         mark(request.dedupe_key, "starting")
@@ -76,8 +91,48 @@ def run_daemon_with_marks(out: str, argv: list[str]) -> int:
     intake.Intake.on_message = marked_on_message  # type: ignore[method-assign]
     launcher.Launcher._start = marked_start  # type: ignore[method-assign]
     launcher.Launcher._try_start = marked_try_start  # type: ignore[method-assign]
-    atexit.register(lambda: Path(out).write_text(json.dumps(marks)))
+    atexit.register(lambda: Path(out).write_text(json.dumps({"marks": marks, **samples})))
     return main(argv)
+
+
+def _probe_writer(samples: dict[str, list[float]]) -> None:
+    """Time each writer transaction and count its rows (snapshots and claims)."""
+    from daemon.checkpoints import writer
+
+    commit = writer.SnapshotWriter._commit
+
+    def timed_commit(self: Any, batch: Any, ahead: Any, calls: Any, maintenance: bool) -> Any:
+        began = time.perf_counter()
+        try:
+            return commit(self, batch, ahead, calls, maintenance)
+        finally:
+            samples["txn_ms"].append((time.perf_counter() - began) * 1000)
+            samples["txn_rows"].append(len(batch) + sum(len(a.items) for a in ahead))
+
+    writer.SnapshotWriter._commit = timed_commit  # type: ignore[method-assign]
+
+
+def _probe_gc(samples: dict[str, list[float]]) -> None:
+    """Record every cyclic-GC pause."""
+    began = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            samples["gc_ms"].append((time.perf_counter() - began[0]) * 1000)
+
+    gc.callbacks.append(on_gc)
+
+
+#: What the child measures inside the daemon, besides the per-message marks.
+INSIDE = (
+    ("batch", "launch batch size (messages)"),
+    ("batch_ms", "launch batch: start -> claims committed, ms"),
+    ("txn_ms", "writer transaction, ms"),
+    ("txn_rows", "writer transaction rows (snapshots + claims)"),
+    ("gc_ms", "cyclic GC pause, ms"),
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -107,7 +162,8 @@ def measure(rate: float, seconds: float, warmup: int) -> str:
             daemon.proc.terminate()
             daemon.proc.wait(60)
             asyncio.run(delete_queues(DEFAULT_URL, queue, f"{queue}.dlq"))
-        marks = json.loads(out.read_text())
+        recorded = json.loads(out.read_text())
+        marks = recorded["marks"]
     rows = []
     for title, begin, end in STAGES:
         spans = []
@@ -120,7 +176,17 @@ def measure(rate: float, seconds: float, warmup: int) -> str:
         figures = " | ".join(f"{percentile(spans, q):.2f}" for q in (0.5, 0.9, 0.99))
         rows.append(f"| {title} | {figures} | {len(spans)} |")
     header = "| stage, ms | p50 | p90 | p99 | messages |\n|---|---|---|---|---|"
-    return f"At {rate:g} msgs/s for {seconds:g} s:\n\n{header}\n" + "\n".join(rows)
+    inside = "| inside the daemon | p50 | p90 | p99 | max | count |\n|---|---|---|---|---|---|"
+    for key, title in INSIDE:
+        values = recorded[key]
+        figures = " | ".join(f"{percentile(values, q):.2f}" for q in (0.5, 0.9, 0.99))
+        top = max(values, default=float("nan"))
+        inside += f"\n| {title} | {figures} | {top:.2f} | {len(values)} |"
+    return (
+        f"At {rate:g} msgs/s for {seconds:g} s:\n\n{header}\n"
+        + "\n".join(rows)
+        + f"\n\nWhole run, warm-up included:\n\n{inside}"
+    )
 
 
 def main() -> None:
