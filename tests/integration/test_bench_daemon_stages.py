@@ -18,7 +18,8 @@ def test_every_stage_is_timed_for_every_message(
 ) -> None:
     monkeypatch.setattr(daemon_stages, "DEFAULT_URL", amqp_url)
     report = daemon_stages.measure(rate=100, seconds=1, warmup=10)
-    rows = [line for line in report.splitlines() if line.startswith("| ") and "stage" not in line]
+    stages, inside = report.split("Whole run")
+    rows = [line for line in stages.splitlines() if line.startswith("| ") and "stage" not in line]
     assert [row.split(" | ")[0].lstrip("| ") for row in rows] == [
         t for t, _, _ in daemon_stages.STAGES
     ]
@@ -26,3 +27,9 @@ def test_every_stage_is_timed_for_every_message(
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[-1] == "100", row  # every message has both ends of every stage
         assert all(float(cell) >= 0 for cell in cells[1:4]), row
+    probes = [ln for ln in inside.splitlines() if ln.startswith("| ") and "inside" not in ln]
+    assert [row.split(" | ")[0].lstrip("| ") for row in probes] == [
+        title for _, title in daemon_stages.INSIDE
+    ]
+    for row in probes[:4]:  # batches and writer transactions happened (GC may not have)
+        assert int(row.strip("|").split("|")[-1]) > 0, row
