@@ -137,6 +137,7 @@ class AckBatcher:
         entry.outcome = outcome
         if self._flush is None or self._flush.done():
             self._flush = asyncio.get_running_loop().create_task(self._flush_all())
+            self._flush.add_done_callback(_log_flush_failure)
         else:
             self._again = True
 
@@ -159,15 +160,19 @@ class AckBatcher:
             return
         try:
             await _send_settled(acks)
-        except Exception as exc:  # channel gone: the broker requeues everything unacked
+        except Exception as exc:
+            if not _is_closed(acks.channel):  # a bug, not a lost channel: keep the rest
+                logger.exception("settling a delivery on a live channel failed")
+                return
+            # The broker requeues everything unacked on a channel it closed.
             logger.info("acks on a closed channel dropped (%s); they will be redelivered", exc)
             for entry in acks.queue:
                 self._entries.pop(id(entry.message), None)
-            del self._channels[key]
-            return
+            acks.queue.clear()
         # The settled tags must outlive an empty queue while the channel lives: its next
-        # delivery continues the numbering.
-        if not acks.queue and _is_closed(acks.channel):
+        # delivery continues the numbering. (A track() during a send above may already
+        # have dropped this record, and a new channel may have taken its key since.)
+        if not acks.queue and _is_closed(acks.channel) and self._channels.get(key) is acks:
             del self._channels[key]
 
 
@@ -185,7 +190,9 @@ async def _send_settled(acks: _ChannelAcks) -> None:
         if last_ack is not None:
             await last_ack.ack(multiple=True)
             last_ack = None
-        if entry.outcome is Settle.ACK:  # a lower tag is unknown yet: this one alone
+        if not entry.tag:  # RabbitMQ always sends one; without it nothing can be settled
+            logger.warning("delivery %s has no delivery tag; left unsettled", entry.message)
+        elif entry.outcome is Settle.ACK:  # a lower tag is unknown yet: this one alone
             await entry.message.ack()
         else:
             await entry.message.nack(requeue=True)
@@ -199,6 +206,11 @@ def _channel_of(message: Delivery) -> Any:
         return message.channel
     except Exception:  # already closed: any key works, its acks will be dropped
         return None
+
+
+def _log_flush_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("ack flush failed", exc_info=task.exception())
 
 
 def _is_closed(channel: Any) -> bool:
