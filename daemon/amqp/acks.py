@@ -41,7 +41,8 @@ class Settle(Enum):
 @dataclass
 class _Entry:
     message: Delivery
-    #: Its delivery tag; 0 if it has none (then it is acked on its own).
+    #: Its delivery tag; 0 if it has none (RabbitMQ always sends one; such a delivery
+    #: cannot be settled and is left to the broker).
     tag: int
     outcome: Settle = Settle.PENDING
 
