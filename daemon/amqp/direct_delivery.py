@@ -75,6 +75,9 @@ def install(channel: aiormq.Channel) -> bool:
         except Exception:  # as aiormq does for a failed consumer task: log, keep reading
             logger.exception("consumer %s failed on a delivery", frame.consumer_tag)
 
-    channel._on_deliver_frame = on_deliver_frame  # type: ignore[method-assign]
-    setattr(channel, _INSTALLED, True)
+    try:
+        channel._on_deliver_frame = on_deliver_frame  # type: ignore[method-assign]
+        setattr(channel, _INSTALLED, True)
+    except AttributeError:  # a channel class without instance attributes (__slots__)
+        return False
     return True

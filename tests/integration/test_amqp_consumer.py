@@ -199,3 +199,14 @@ def test_a_channel_without_the_needed_internals_is_left_alone() -> None:
 
     assert direct_delivery.install(Bare()) is False  # type: ignore[arg-type]
     assert not hasattr(Bare, "_on_deliver_frame")
+
+    class Slotted:  # has what the hook reads, but no room for the hook itself
+        __slots__ = ("consumers",)
+
+        async def _on_deliver_frame(self, frame: Any) -> None: ...
+
+        async def _Channel__get_content_header(self) -> None: ...
+
+        async def _read_content(self, frame: Any, header: Any) -> None: ...
+
+    assert direct_delivery.install(Slotted()) is False  # type: ignore[arg-type]
