@@ -107,12 +107,8 @@ class JobTracker:
         with self._lock:
             self._triggers.pop(job_id, None)
 
-    def save(self, snapshot: dict[str, Any], duration: float | None = None) -> None:
-        """Forward ``snapshot`` to the store, then observe it. Never blocks on I/O.
-
-        ``duration``: the job's run time if the caller knows it (else it is read from
-        the snapshot's timestamps when the job has ended).
-        """
+    def save(self, snapshot: dict[str, Any]) -> None:
+        """Forward ``snapshot`` to the store, then observe it. Never blocks on I/O."""
         self._store.save(snapshot)
         history = snapshot.get("execution_history") or []
         try:
@@ -123,7 +119,6 @@ class JobTracker:
                 int(snapshot.get("activation_count", len(history))),
                 lambda count: history[-count:],
                 snapshot,
-                duration,
             )
         except Exception:  # metrics must never break checkpointing
             logger.exception("observing snapshot of job %s failed", snapshot.get("job_id"))
@@ -136,7 +131,7 @@ class JobTracker:
         """
         status = job_state.status.value
         if status in TERMINAL_STATUSES:
-            self.save(job_state.to_dict(), _run_time(job_state))
+            self.save(job_state.to_dict())
             return
         self._store.save_deferred(job_state, seq)
         try:
@@ -159,7 +154,6 @@ class JobTracker:
         activation_count: int,
         recent_history: Callable[[int], list[dict[str, Any]]],
         snapshot: dict[str, Any] | None,
-        duration: float | None = None,
     ) -> None:
         """Feed metrics and events from one checkpoint (``snapshot`` given when terminal).
 
@@ -192,20 +186,12 @@ class JobTracker:
                 _seconds_between(entry.get("started_at"), entry.get("finished_at")),
             )
         if status in TERMINAL_STATUSES and snapshot is not None:
-            self._finish(job_id, record, status, snapshot, duration)
+            self._finish(job_id, record, status, snapshot)
 
-    def _finish(
-        self,
-        job_id: str,
-        record: _JobRecord,
-        status: str,
-        snap: dict[str, Any],
-        duration: float | None,
-    ) -> None:
-        if duration is None:
-            duration = _seconds_between(
-                snap.get("started_at") or snap.get("created_at"), snap.get("completed_at")
-            )
+    def _finish(self, job_id: str, record: _JobRecord, status: str, snap: dict[str, Any]) -> None:
+        duration = _seconds_between(
+            snap.get("started_at") or snap.get("created_at"), snap.get("completed_at")
+        )
         self._metrics.job_finished(record.flow, status, duration)
         self._post(JobEvent(job_id, record.flow, record.trigger, status, duration, snap))
 
@@ -283,17 +269,6 @@ def _new_history(
     record.seen = True
     record.activations = count
     return recent_history(new) if new else []
-
-
-def _run_time(job_state: JobState) -> float | None:
-    """Seconds from the job's start (or creation) to its end; None if unknown (then the
-    snapshot's stamps are read instead). Never raises: it runs before the terminal save."""
-    try:
-        begun = job_state.started_at or job_state.created_at
-        ended = job_state.completed_at
-        return max(0.0, (ended - begun).total_seconds()) if ended is not None else None
-    except (TypeError, ValueError, OverflowError):  # e.g. naive and aware datetimes mixed
-        return None
 
 
 def _seconds_between(start: Any, end: Any) -> float:

@@ -159,8 +159,8 @@ def test_tracker_counts_each_activation_once_with_its_duration_across_retry_time
 
 
 def test_a_job_whose_times_cannot_be_subtracted_still_records_its_end() -> None:
-    # User logic may set a naive started_at on an aware job; its run time is then read
-    # from the snapshot, and the terminal checkpoint must be saved regardless.
+    # User logic may set a naive started_at on an aware job: its run time cannot be
+    # computed, and the terminal checkpoint must be saved regardless.
     store = MemoryCheckpointStore()
     metrics = Metrics("test")
 
