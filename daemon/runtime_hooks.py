@@ -93,7 +93,8 @@ class JobTracker:
         self._jobs: dict[str, _JobRecord] = {}
         self._triggers: dict[str, str] = {}
         self._waiters = _Waiters()
-        self._events: list[JobEvent] = []
+        #: Ended jobs for the loop: (job_id, trigger, terminal snapshot).
+        self._ends: list[tuple[str, str, dict[str, Any]]] = []
         self._pump_scheduled = False
         self._job_log = JobLogWriter()
 
@@ -196,14 +197,18 @@ class JobTracker:
         self._post(JobEvent(job_id, record.flow, record.trigger, status, duration, snap))
 
     def _post(self, event: JobEvent) -> None:
-        """Queue an event for the loop; one wakeup serves every event queued meanwhile.
+        """Log the event; hand a job's end to the loop, one wakeup for every end queued
+        meanwhile.
 
-        The log lines of the batch go to the job-log thread in one hand-off: one
-        thread writing the stream is far cheaper than eight worker threads contending
-        for the handler's lock, or the loop waiting in a write.
+        The log line goes straight to the job-log thread, which writes lines in
+        batches: one thread writing the stream is far cheaper than eight worker
+        threads contending for the handler's lock, or the loop waiting in a write.
         """
+        self._job_log.post((event,))
+        if event.snapshot is None:
+            return
         with self._lock:
-            self._events.append(event)
+            self._ends.append((event.job_id, event.trigger, event.snapshot))
             if self._pump_scheduled:
                 return
             self._pump_scheduled = True
@@ -211,15 +216,12 @@ class JobTracker:
 
     def _pump(self) -> None:
         with self._lock:
-            events, self._events = self._events, []
+            ends, self._ends = self._ends, []
             self._pump_scheduled = False
-        self._job_log.post(events)
-        for event in events:
-            if event.snapshot is None:
-                continue
-            self._resolve(event.job_id, event.snapshot)
-            if event.trigger == RESUMED and self._on_resumed_end is not None:
-                self._on_resumed_end(event.job_id)
+        for job_id, trigger, snapshot in ends:
+            self._resolve(job_id, snapshot)
+            if trigger == RESUMED and self._on_resumed_end is not None:
+                self._on_resumed_end(job_id)
 
     def close(self) -> None:
         """Write the job log lines still queued and stop the job-log thread.

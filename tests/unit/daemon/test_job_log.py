@@ -6,6 +6,7 @@ import io
 import logging
 import random
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
@@ -162,3 +163,21 @@ def test_posts_racing_close_are_each_written_once(log_stream: io.StringIO) -> No
         thread.join()
     ids = [line.split(" id=")[1].split()[0] for line in log_stream.getvalue().splitlines()]
     assert len(ids) == len(set(ids)) == 4 * 300
+
+
+def test_a_lingering_writer_still_writes_without_close_and_close_cuts_the_linger(
+    log_stream: io.StringIO,
+) -> None:
+    writer = JobLogWriter(linger=0.05)
+    writer.post([start("soon")])
+    deadline = time.monotonic() + 5
+    while "id=soon " not in log_stream.getvalue():
+        assert time.monotonic() < deadline, "the line was never written"
+        threading.Event().wait(0.005)
+    slow = JobLogWriter(linger=30.0)
+    slow.post([start("lingering")])
+    began = time.monotonic()
+    slow.close()
+    assert time.monotonic() - began < 5
+    assert "id=lingering " in log_stream.getvalue()
+    writer.close()

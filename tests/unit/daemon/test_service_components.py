@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import signal
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -111,6 +113,64 @@ def test_tracker_reports_start_activations_and_end_and_resolves_waiters(
             == 1
         )
     assert sample(metrics, "routilux_jobs_resumed_total", flow="pair") == 0
+
+
+class Gate(Routine):
+    """Waits for its ``release`` event before it finishes."""
+
+    def __init__(self, release: threading.Event) -> None:
+        super().__init__()
+        self.release = release
+        self.define_slot("trigger")
+        self.set_logic(self.run)
+
+    def run(self, trigger: list[dict[str, Any]], policy_message: Any, job_state: Any) -> None:
+        assert self.release.wait(10)
+
+
+def test_only_job_ends_wake_the_loop_and_every_line_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = threading.Event()
+    registry = FlowRegistry()
+    flow = Flow("gated")
+    flow.add_routine(Gate(release), "gate")
+    registry.register_by_name("gated", flow)
+    store = MemoryCheckpointStore()
+
+    async def main() -> tuple[int, int]:
+        bridge = Bridge(asyncio.get_running_loop(), threads=1)
+        scheduled: list[Any] = []
+        real_call_soon = bridge.call_soon
+
+        def counting_call_soon(fn: Any, *args: Any) -> None:
+            scheduled.append(fn)
+            real_call_soon(fn, *args)
+
+        bridge.call_soon = counting_call_soon  # type: ignore[method-assign]
+        tracker = JobTracker(store, Metrics("test"), bridge)
+        runtime = Runtime(thread_pool_size=2, checkpointer=tracker, registry=registry)
+        try:
+            ended = [tracker.wait_terminal(f"job-{i}") for i in range(20)]
+            for i in range(20):
+                tracker.expect(f"job-{i}", "amqp:q")
+                runtime.exec("gated", {"n": i}, job_id=f"job-{i}")
+            before_any_end = len(scheduled)
+            release.set()
+            await asyncio.wait_for(asyncio.gather(*ended), 10)
+        finally:
+            release.set()
+            runtime.shutdown(wait=True, timeout=5)
+            tracker.close()
+        return before_any_end, len(scheduled)
+
+    with caplog.at_level(logging.INFO, logger="daemon.jobs"):
+        before_any_end, wakeups = asyncio.run(main())
+    assert before_any_end == 0  # starts are logged without waking the loop
+    assert 1 <= wakeups <= 20  # ends, coalesced while a wakeup is pending
+    lines = [r.getMessage() for r in caplog.records if r.name == "daemon.jobs"]
+    assert sum(line.startswith("job start ") for line in lines) == 20
+    assert sum(line.startswith("job end ") for line in lines) == 20
 
 
 class SlowFlaky(Routine):
