@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.service import GIL_SWITCH_INTERVAL
+from daemon.service import GC_THRESHOLDS, GIL_SWITCH_INTERVAL
 
 CHILD = r"""
 import asyncio, gc, json, sys
@@ -17,7 +17,7 @@ from daemon.settings import load_settings
 
 async def main():
     service = Service(load_settings(Path(sys.argv[1])))
-    before = (sys.getswitchinterval(), gc.get_freeze_count())
+    before = (sys.getswitchinterval(), gc.get_freeze_count(), gc.get_threshold())
     run = asyncio.ensure_future(service.run())
     for _ in range(1000):  # until started: the HTTP port is known then
         try:
@@ -26,7 +26,7 @@ async def main():
         except RuntimeError:
             await asyncio.sleep(0.01)  # polling the service's start
     await asyncio.sleep(0)
-    after = (sys.getswitchinterval(), gc.get_freeze_count())
+    after = (sys.getswitchinterval(), gc.get_freeze_count(), gc.get_threshold())
     service.request_stop()
     code = await run
     print(json.dumps({"before": before, "after": after, "code": code}))
@@ -35,7 +35,7 @@ asyncio.run(main())
 """
 
 
-def test_a_started_daemon_freezes_startup_objects_and_sets_its_switch_interval(
+def test_a_started_daemon_freezes_startup_objects_and_tunes_switch_interval_and_gc(
     tmp_path: Path,
 ) -> None:
     config = tmp_path / "daemon.toml"
@@ -57,4 +57,6 @@ def test_a_started_daemon_freezes_startup_objects_and_sets_its_switch_interval(
     assert report["before"][0] == 0.005 and report["before"][1] == 0
     assert report["after"][0] == GIL_SWITCH_INTERVAL
     assert report["after"][1] > 10_000  # modules, flows, settings...
+    assert report["before"][2] == [700, 10, 10]
+    assert report["after"][2] == list(GC_THRESHOLDS)
     assert report["code"] == 0
