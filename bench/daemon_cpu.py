@@ -54,6 +54,11 @@ def measure(root: Path, messages: int, url: str = DEFAULT_URL) -> dict[str, floa
         try:
             wait_until(lambda: daemon._completed() >= WARM, PHASE_TIMEOUT, f"{WARM} jobs")
             warm_cpu, warm_done = process_cpu_seconds(daemon.proc.pid), daemon._completed()
+            if warm_done >= messages:
+                raise RuntimeError(
+                    f"all {messages} messages were done before the clock started;"
+                    " use more (--messages)"
+                )
             daemon.wait_done(messages)
             cpu = process_cpu_seconds(daemon.proc.pid) - warm_cpu
             seen, done = daemon.completions()

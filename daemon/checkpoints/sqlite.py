@@ -30,6 +30,7 @@ from daemon.checkpoints.records import (
 )
 from daemon.checkpoints.resume import FlowLookup, Probation, default_registry, resume_with_probation
 from daemon.checkpoints.schema import migrate, open_read_connection, open_write_connection
+from daemon.checkpoints.wal_checkpointer import BACKSTOP_PAGES, WalCheckpointer
 from daemon.checkpoints.writer import SnapshotWriter
 
 __all__ = ["SqliteCheckpointStore"]
@@ -78,7 +79,12 @@ class SqliteCheckpointStore:
         self._request_timeout = request_timeout
         self._tracker = DurabilityTracker()
         conn = open_write_connection(
-            self.path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, pragmas=pragmas
+            self.path,
+            synchronous=synchronous,
+            busy_timeout_ms=busy_timeout_ms,
+            # WAL pages go back to the file on a thread of their own (WalCheckpointer);
+            # the writer's automatic checkpoint is only the backstop.
+            pragmas={"wal_autocheckpoint": BACKSTOP_PAGES, **(pragmas or {})},
         )
         try:
             migrate(conn, self.path)
@@ -93,6 +99,10 @@ class SqliteCheckpointStore:
             maintenance_interval=prune_interval,
         )
         self._writer.start()
+        self._wal = WalCheckpointer(
+            self.path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms
+        )
+        self._wal.start()
         self._closed = False
         self._key_reader: sqlite3.Connection | None = None
         self._key_reader_lock = threading.Lock()
@@ -358,6 +368,7 @@ class SqliteCheckpointStore:
                 # and removes it, which a read-only one cannot do.
                 self._key_reader.close()
                 self._key_reader = None
+        self._wal.close()
         if self._probation is not None:
             self._probation.stop(timeout)
         return self._writer.close(timeout)
