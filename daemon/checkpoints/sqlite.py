@@ -368,7 +368,7 @@ class SqliteCheckpointStore:
                 # and removes it, which a read-only one cannot do.
                 self._key_reader.close()
                 self._key_reader = None
-        self._wal.close()
+        self._wal.close(timeout)
         if self._probation is not None:
             self._probation.stop(timeout)
         return self._writer.close(timeout)

@@ -12,8 +12,9 @@ connection instead, every :data:`BUSY_INTERVAL` seconds while the WAL grows
 blocks the writer, and the sqlite3 module releases the GIL around it. The write
 connection keeps an automatic checkpoint at :data:`BACKSTOP_PAGES`: SQLite can
 only start the WAL over once a checkpoint has caught up, which one running beside
-a busy writer may never do, and should this thread fail, the WAL still stays
-bounded.
+a busy writer may never do. Past that size this thread stands aside for a while,
+so the writer's own checkpoint (which then finds little left to copy) catches up
+and the WAL starts over; should this thread fail, the same backstop bounds the WAL.
 
 Usage::
 
@@ -77,20 +78,27 @@ class WalCheckpointer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wal-checkpointer", daemon=True)
         self._last_error_log = float("-inf")
-        #: Checkpoints run, and those that found new WAL frames (read by tests).
+        #: Checkpoints run, and those that copied pages or found the WAL started over.
         self.checkpoints = 0
         self.progressed = 0
-        self._last_seen: tuple[int, int] | None = None  # (frames in the WAL, frames copied)
+        self._last_seen = (0, 0)  # (frames in the WAL, of which copied), as last reported
 
     def start(self) -> None:
         """Start the thread."""
         self._thread.start()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread (a checkpoint in progress finishes) and close its connection."""
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Stop the thread and close its connection, waiting up to ``timeout`` seconds
+        (None: as long as it takes) for a checkpoint in progress, which SQLite cannot
+        cut short."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning(
+                "WAL checkpoint of %s still running at close; the WAL file stays until it ends",
+                self.path,
+            )
 
     def _run(self) -> None:
         try:
@@ -103,27 +111,36 @@ class WalCheckpointer:
             )
             return
         try:
-            busy, idle = self._intervals
-            interval = busy
+            often, seldom = self._intervals
+            interval = often
             while not self._stop.wait(interval):
-                interval = busy if self._checkpoint(conn) else idle
+                frames = self._checkpoint(conn)
+                # Past the backstop, stand aside: the WAL starts over only after a
+                # checkpoint that caught up, which the writer's own one does between its
+                # transactions, unless one of this thread's holds the lock just then.
+                keep_up = frames is not None and frames < BACKSTOP_PAGES
+                interval = often if keep_up else seldom
         finally:
             conn.close()
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> bool:
-        """One passive checkpoint; True if the WAL changed since the last one."""
+    def _checkpoint(self, conn: sqlite3.Connection) -> int | None:
+        """One passive checkpoint; the WAL's frames if it changed since the last one
+        (None if it did not, or the checkpoint could not run)."""
         try:
-            _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # disk full, I/O error: the backstop still bounds the WAL
             now = time.monotonic()
             if now - self._last_error_log >= ERROR_LOG_INTERVAL:
                 self._last_error_log = now
                 logger.warning("WAL checkpoint of %s failed: %s", self.path, exc)
-            return False
+            return None
+        if busy:  # another checkpoint holds the lock (the writer's, past the backstop)
+            return None
         self.checkpoints += 1
-        seen = (int(frames), int(copied))
-        changed = seen != self._last_seen
-        self._last_seen = seen
-        if changed:
+        last_frames, last_copied = self._last_seen
+        self._last_seen = (frames, copied)
+        if frames < last_frames or copied > last_copied:  # started over, or copied pages
             self.progressed += 1
-        return changed
+        if (frames, copied) == (last_frames, last_copied):
+            return None
+        return int(frames)

@@ -137,7 +137,12 @@ class JobRun:
             error = exc
         finally:
             current_activation.reset(token)
-        self._commit(act, ctx, error, started)
+        try:
+            self._commit(act, ctx, error, started)
+        finally:
+            # The traceback refers to this frame, which refers to the error: a cycle that
+            # would keep the failed activation's data alive until the cyclic GC runs.
+            error = None
 
     def _drop(self, act: Activation) -> None:
         """Discard a queued activation of a finished job or a skipped routine."""

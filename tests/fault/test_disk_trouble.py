@@ -5,7 +5,9 @@ skipped otherwise).
 
 * Full: a filler file takes every free byte under a running daemon. While that
   lasts the daemon must stay alive, report ``/readyz`` 503, and ack nothing it
-  could not make durable (every message published meanwhile stays on the broker).
+  could not make durable: a message published meanwhile leaves the broker only
+  once its job is on record (jobs may still commit into WAL space that a checkpoint
+  freed before the disk filled).
   Once space returns it must become ready again by itself and finish everything:
   each message exactly one completed job.
 * Read-only: the kernel refuses ``mount -o remount,ro`` while the store has files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -219,3 +220,51 @@ def test_retry_handler_state_is_per_job_not_on_the_handler(registry: FlowRegistr
         assert rt.wait_until_all_jobs_finished(10)
     assert all(job.status == "completed" for job in jobs)
     assert threading.active_count() < 100
+
+
+class Payload:
+    """Entry data the test can watch being freed (weak-referenceable)."""
+
+
+class Fails(Routine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.define_slot("trigger")
+        self.set_logic(self.run)
+
+    def run(self, trigger, policy_message, job_state):  # type: ignore[no-untyped-def]
+        raise ValueError("boom")
+
+
+def test_a_failed_activation_frees_its_data_without_the_cyclic_gc(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its traceback must not keep the activation's frame, and so its data, in a cycle:
+    the daemon runs the cyclic GC rarely, so such cycles would hold payloads for long."""
+    import gc
+    import weakref
+
+    # The failure's warning carries the exception; captured records would keep it.
+    caplog.set_level(logging.ERROR, logger="routilux.runtime.job_run")
+
+    registry = FlowRegistry()
+    flow = Flow("fails")
+    flow.add_routine(Fails(), "fails")
+    flow.set_error_handler(ErrorHandler(ErrorStrategy.STOP))
+    registry.register_by_name("fails", flow)
+    runtime = Runtime(thread_pool_size=1, registry=registry, max_finished_jobs=0)
+    gc.disable()
+    try:
+        payload = Payload()
+        watched = weakref.ref(payload)
+        job = runtime.exec("fails", {"payload": payload})
+        del payload
+        assert job.wait(10) and job.status.value == "failed"
+        del job
+        # A second job, so that the worker thread's locals no longer name the first one.
+        assert runtime.exec("fails", {"payload": None}).wait(10)
+        assert runtime.wait_until_all_jobs_finished(10)
+        assert watched() is None
+    finally:
+        gc.enable()
+        runtime.shutdown(wait=True)

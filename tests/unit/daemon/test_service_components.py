@@ -162,6 +162,7 @@ def test_only_job_ends_wake_the_loop_and_every_line_is_logged(
             release.set()
             runtime.shutdown(wait=True, timeout=5)
             tracker.close()
+            bridge.close()
         return before_any_end, len(scheduled)
 
     with caplog.at_level(logging.INFO, logger="daemon.jobs"):
