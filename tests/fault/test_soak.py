@@ -37,7 +37,11 @@ def store_bytes(db: Path) -> int:
     [
         pytest.param(30, 50, 40_000, id="quick"),
         pytest.param(
-            1800, 50, 30_000, id="long", marks=[pytest.mark.soak, pytest.mark.timeout(2400)]
+            LONG_SECONDS,
+            50,
+            30_000,
+            id="long",
+            marks=[pytest.mark.soak, pytest.mark.timeout(LONG_SECONDS + 600)],
         ),
     ],
 )
