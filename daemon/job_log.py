@@ -37,7 +37,7 @@ LINGER = 0.02
 
 
 class JobEvent(NamedTuple):
-    """A job start (no snapshot) or end, handed from Runtime threads to the loop.
+    """A job start (no snapshot) or end, posted by the job tracker.
 
     A named tuple: two are made per job, and a frozen dataclass costs several times
     more to build.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
+import weakref
 
 import pytest
 from sample_routines import Recorder, Source, chain_flow
@@ -241,9 +243,6 @@ def test_a_failed_activation_frees_its_data_without_the_cyclic_gc(
 ) -> None:
     """Its traceback must not keep the activation's frame, and so its data, in a cycle:
     the daemon runs the cyclic GC rarely, so such cycles would hold payloads for long."""
-    import gc
-    import weakref
-
     # The failure's warning carries the exception; captured records would keep it.
     caplog.set_level(logging.ERROR, logger="routilux.runtime.job_run")
 
