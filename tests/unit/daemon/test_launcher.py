@@ -173,7 +173,10 @@ def test_a_key_whose_claim_is_still_queued_is_claimed_first_and_is_a_duplicate(
 def test_a_committed_key_is_a_duplicate_without_a_store_transaction(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         first = await h.launch("k1", 1)
-        assert isinstance(first, Launched) and first.created
+        assert isinstance(first, Launched) and first.created and first.ended is not None
+        # The first job's own end commits later; wait for it so only the duplicate counts.
+        await asyncio.wait_for(first.ended, 10)
+        assert await h.launcher.durable(first.job_id)
         commits = h.store.stats().commits
         again = await h.launch("k1", 2)
         assert again == Launched(first.job_id, False, None)
