@@ -14,7 +14,6 @@ still publishes once the daemon is back (:meth:`Publisher.flush_outbox`).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from aio_pika.abc import AbstractRobustChannel
 
 from daemon.amqp.delivery import Delivery
 from daemon.errors import BrokerUnavailable
+from daemon.json_text import dumps
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Publisher:
         """Publish the job's result to ``target.reply_to`` via the default exchange."""
         channel = self._require_channel()
         message = aio_pika.Message(
-            body=json.dumps(result_body(snapshot), default=str).encode(),
+            body=dumps(result_body(snapshot), default=str).encode(),
             content_type="application/json",
             correlation_id=target.correlation_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

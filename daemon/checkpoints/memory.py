@@ -34,6 +34,7 @@ from daemon.checkpoints.records import (
     utc_now_iso,
 )
 from daemon.checkpoints.resume import FlowLookup, Probation, default_registry, resume_with_probation
+from daemon.json_text import dumps
 
 __all__ = ["MemoryCheckpointStore"]
 
@@ -78,7 +79,7 @@ class MemoryCheckpointStore:
 
     def save(self, snapshot: dict[str, Any]) -> None:
         """Store the snapshot (JSON round-tripped); it is durable on return."""
-        state = json.loads(json.dumps(snapshot, allow_nan=False))
+        state = json.loads(dumps(snapshot))
         job_id, seq = state["job_id"], int(state.get("checkpoint_seq", 0))
         self._tracker.note_saved(job_id, seq)
         now = utc_now_iso()
@@ -144,7 +145,7 @@ class MemoryCheckpointStore:
         entry_params: dict[str, Any] | None = None,
     ) -> Claim:
         """See SqliteCheckpointStore.claim."""
-        params = json.loads(json.dumps(entry_params if entry_params is not None else {}))
+        params = json.loads(dumps(entry_params if entry_params is not None else {}))
         with self._lock:
             self._check_open()
             if dedupe_key is not None and dedupe_key in self._dedupe:
@@ -267,7 +268,7 @@ class MemoryCheckpointStore:
         self, job_id: str, reply_to: str, correlation_id: str | None, body: dict[str, Any]
     ) -> bool:
         """See SqliteCheckpointStore.add_outbox."""
-        entry = OutboxEntry(job_id, reply_to, correlation_id, json.loads(json.dumps(body)))
+        entry = OutboxEntry(job_id, reply_to, correlation_id, json.loads(dumps(body)))
         with self._lock:
             self._check_open()
             if job_id in self._outbox:

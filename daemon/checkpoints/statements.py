@@ -12,8 +12,6 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
 
-import orjson
-
 from daemon.checkpoints.records import (
     TERMINAL_STATUSES,
     ClaimRequest,
@@ -22,6 +20,7 @@ from daemon.checkpoints.records import (
     stalled_jobs,
     utc_now_iso,
 )
+from daemon.json_text import dumps
 
 __all__ = [
     "add_outbox",
@@ -81,34 +80,15 @@ def upsert_snapshots(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) 
 
 _TERMINAL_SQL = "('completed', 'failed', 'cancelled')"
 
-#: orjson options: non-str keys become strings, as the json module would make them.
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
-
-
-def encode_snapshot(snapshot: dict[str, Any]) -> str:
-    """Compact JSON text of a snapshot; orjson, because this runs once per committed job
-    and the stdlib encoder cost ~10x more, on the thread that holds the write lock.
-
-    Raises TypeError or ValueError if the snapshot holds something that is not plain JSON.
-    """
-    try:
-        return orjson.dumps(snapshot, option=_ORJSON_OPTIONS).decode()
-    except orjson.JSONEncodeError:
-        # orjson refuses what the json module accepts (integers beyond 64 bits): let the
-        # slower encoder decide; it raises TypeError/ValueError for really bad values.
-        return _FALLBACK.encode(snapshot)
-
-
-_FALLBACK = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
 
 def snapshot_row(snapshot: dict[str, Any], now: str) -> tuple[Any, ...]:
-    """The upsert_snapshots row of one snapshot (JSON encoding happens here).
+    """The upsert_snapshots row of one snapshot (JSON encoding, by
+    :func:`daemon.json_text.dumps`, happens here).
 
-    Raises TypeError/ValueError if the snapshot is not plain JSON.
+    Raises TypeError if the snapshot holds a value of no JSON form.
     """
     values = snapshot_row_values(snapshot, now)
-    return (*values, encode_snapshot(snapshot))
+    return (*values, dumps(snapshot))
 
 
 def snapshot_row_values(snapshot: dict[str, Any], now: str) -> tuple[Any, ...]:
@@ -144,7 +124,7 @@ def claim_job(
         (job_id, flow_id, trigger, dedupe_key, now, now),
     )
     if cur.rowcount == 1:
-        params = json.dumps(entry_params if entry_params is not None else {})
+        params = dumps(entry_params if entry_params is not None else {})
         conn.execute(
             "INSERT OR REPLACE INTO job_entries (job_id, entry_params) VALUES (?, ?)",
             (job_id, params),
@@ -187,7 +167,7 @@ def _claim_chunk(
     else:
         results = _sort_out_claims(conn, claims, inserted, cursor.lastrowid)
     entries = [
-        (c.job_id, json.dumps(c.entry_params if c.entry_params is not None else {}))
+        (c.job_id, dumps(c.entry_params if c.entry_params is not None else {}))
         for c, (_, created) in zip(claims, results, strict=True)
         if created
     ]
@@ -365,7 +345,7 @@ def add_outbox(
     cur = conn.execute(
         "INSERT OR IGNORE INTO outbox (job_id, reply_to, correlation_id, body, created_at)"
         " VALUES (?, ?, ?, ?, ?)",
-        (job_id, reply_to, correlation_id, json.dumps(body), utc_now_iso()),
+        (job_id, reply_to, correlation_id, dumps(body), utc_now_iso()),
     )
     return cur.rowcount == 1
 

@@ -283,6 +283,23 @@ def test_mark_failed_fails_unfinished_jobs_only(store: CheckpointStore) -> None:
     assert row.state["error"]["message"] == "flow 'x' is not registered"
 
 
+def test_nan_and_infinity_are_stored_as_null_everywhere(store: CheckpointStore) -> None:
+    # JSON has no such numbers; both stores write what daemon.json_text writes.
+    odd = {"mean": float("nan"), "bounds": [float("-inf"), float("inf")], "at": T0}
+    store.claim("claimed", "flow", None, None, dict(odd))
+    store.save(snap("saved", 1, shared_data=dict(odd)))
+    assert store.add_outbox("saved", "replies", None, {"shared_data": dict(odd)})
+    assert store.wait_durable("saved", timeout=5)
+    stored = {"mean": None, "bounds": [None, None], "at": T0}
+    row = store.get_job("saved")
+    assert row is not None and row.state is not None and row.state["shared_data"] == stored
+    entries = {j.job_id: j.entry_params for j in store.unfinished_jobs()}
+    assert entries["claimed"] == stored
+    [entry] = store.pending_outbox()
+    assert entry.body == {"shared_data": stored}
+    assert store.mark_failed("saved", "quarantined")  # the stored text stays valid JSON
+
+
 def test_record_resumes_counts_only_resumes_without_progress(store: CheckpointStore) -> None:
     assert store.record_resumes([("a", 4), ("b", 0)]) == {"a": 1, "b": 1}
     assert store.record_resumes([("a", 4), ("b", 0)]) == {"a": 2, "b": 2}
