@@ -76,7 +76,7 @@ def test_integers_beyond_64_bits_are_kept_with_the_same_rules_for_the_rest() -> 
 
 def test_output_is_compact() -> None:
     assert dumps({"a": [1, 2], "b": None}) == '{"a":[1,2],"b":null}'
-    assert dumps({"a": [1, BIG]}) == '{"a":[1,%d]}' % BIG
+    assert dumps({"a": [1, BIG]}) == f'{{"a":[1,{BIG}]}}'
 
 
 @pytest.mark.parametrize("extra", [{}, {"big": BIG}], ids=["fast", "fallback"])
