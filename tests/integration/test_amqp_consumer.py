@@ -49,6 +49,8 @@ class Received(list[Delivery]):
     def __init__(self) -> None:
         super().__init__()
         self.tasks: list[asyncio.Task[Any] | None] = []
+        #: Every on_state call: a drop and the reconnect can both happen between polls.
+        self.states: list[bool] = []
 
     def on_message(self, _queue: str, delivery: Delivery) -> None:
         self.append(delivery)
@@ -70,7 +72,7 @@ def run_consumer(
             f"{prefix}.dlx",
             prefetch=10,
             on_message=received.on_message,
-            on_state=lambda _up: None,
+            on_state=received.states.append,
         )
         consumer.start()
         try:
@@ -108,13 +110,14 @@ def test_raw_reading_comes_back_after_the_broker_drops_the_connection(
     broker.created += [f"{prefix}.q", f"{prefix}.q.dlq"]
 
     async def scenario(consumer: AmqpConsumer, received: Received) -> None:
-        subprocess.run(
+        await asyncio.to_thread(
+            subprocess.run,
             ["rabbitmqctl", "close_all_connections", "test: drop consumers"],
             check=True,
             capture_output=True,
             timeout=60,
         )
-        await until(lambda: not consumer.consuming, timeout=10)
+        await until(lambda: False in received.states, timeout=10)
         await until(lambda: consumer.consuming, timeout=30)
         await publish(amqp_url, f"{prefix}.q", 2, "after")
         await until(lambda: len(received) == 2, timeout=30)

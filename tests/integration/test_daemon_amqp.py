@@ -142,10 +142,11 @@ def test_on_complete_keeps_the_message_unacked_until_the_job_ends(
 ) -> None:
     daemon = make_daemon(ack="on_complete")
     queue = f"{prefix}.in"
-    broker.publish(queue, [{"n": 1, "sleep": 2.0}])
+    # Long enough for rabbitmqctl (an Erlang VM start, 1-2 s here) to look mid-job.
+    broker.publish(queue, [{"n": 1, "sleep": 5.0}])
     wait_for(lambda: daemon.metric("routilux_jobs_running", flow="chain") == 1, 10)
     assert unacked(queue) == 1
-    wait_for(lambda: len(daemon.completed()) == 1, 10)
+    wait_for(lambda: len(daemon.completed()) == 1, 15)
     wait_for(lambda: unacked(queue) == 0, 10)
 
 
