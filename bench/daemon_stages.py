@@ -9,7 +9,8 @@ does not run it.
 
     .venv/bin/python bench/daemon_stages.py --rate 1000 --seconds 5
 
-It also reports, for the whole run, the launch batches (size, and time from their
+It also shows where the slowest 1% of messages spent their time (the mean of each
+stage over them), and reports, for the whole run, the launch batches (size, and time from their
 start until their claims commit), the writer's transactions (time and rows) and
 the cyclic GC's pauses.
 
@@ -164,15 +165,15 @@ def measure(rate: float, seconds: float, warmup: int) -> str:
             asyncio.run(delete_queues(DEFAULT_URL, queue, f"{queue}.dlq"))
         recorded = json.loads(out.read_text())
         marks = recorded["marks"]
+    timelines = []
+    for message_id, published in sent.items():
+        times = {**marks.get(message_id, {}), "published": published}
+        if message_id in completed:
+            times["completed"] = completed[message_id]
+        timelines.append(times)
     rows = []
     for title, begin, end in STAGES:
-        spans = []
-        for message_id, published in sent.items():
-            times = {**marks.get(message_id, {}), "published": published}
-            if message_id in completed:
-                times["completed"] = completed[message_id]
-            if begin in times and end in times:
-                spans.append((times[end] - times[begin]) * 1000)
+        spans = [(t[end] - t[begin]) * 1000 for t in timelines if begin in t and end in t]
         figures = " | ".join(f"{percentile(spans, q):.2f}" for q in (0.5, 0.9, 0.99))
         rows.append(f"| {title} | {figures} | {len(spans)} |")
     header = "| stage, ms | p50 | p90 | p99 | messages |\n|---|---|---|---|---|"
@@ -185,7 +186,25 @@ def measure(rate: float, seconds: float, warmup: int) -> str:
     return (
         f"At {rate:g} msgs/s for {seconds:g} s:\n\n{header}\n"
         + "\n".join(rows)
+        + f"\n\n{slowest_breakdown(timelines)}"
         + f"\n\nWhole run, warm-up included:\n\n{inside}"
+    )
+
+
+def slowest_breakdown(timelines: list[dict[str, float]], share: float = 0.01) -> str:
+    """Where the slowest ``share`` of messages (by total) spent their time: the mean
+    of each stage over them, so the stages add up to their mean total."""
+    whole = [t for t in timelines if all(k in t for _, b, e in STAGES for k in (b, e))]
+    whole.sort(key=lambda t: t["completed"] - t["published"])
+    tail = whole[min(len(whole) - 1, int(len(whole) * (1 - share))) :] if whole else []
+    cells = [
+        f"{sum(t[end] - t[begin] for t in tail) / len(tail) * 1000:.2f}" if tail else "nan"
+        for _, begin, end in STAGES
+    ]
+    titles = " | ".join(title for title, _, _ in STAGES)
+    return (
+        f"Slowest {share:.0%} of messages ({len(tail)}), mean ms per stage:\n\n"
+        f"| {titles} |\n|{'---|' * len(STAGES)}\n| {' | '.join(cells)} |"
     )
 
 

@@ -19,6 +19,13 @@ def test_every_stage_is_timed_for_every_message(
     monkeypatch.setattr(daemon_stages, "DEFAULT_URL", amqp_url)
     report = daemon_stages.measure(rate=100, seconds=1, warmup=10)
     stages, inside = report.split("Whole run")
+    stages, slowest = stages.split("Slowest 1% of messages (1)")
+    [titles, _, means] = [ln for ln in slowest.splitlines() if ln.startswith("|")]
+    assert [t.strip() for t in titles.strip("|").split("|")] == [
+        t for t, _, _ in daemon_stages.STAGES
+    ]
+    *parts, total = [float(cell) for cell in means.strip("|").split("|")]
+    assert all(part >= 0 for part in parts) and abs(sum(parts) - total) < 0.05
     rows = [line for line in stages.splitlines() if line.startswith("| ") and "stage" not in line]
     assert [row.split(" | ")[0].lstrip("| ") for row in rows] == [
         t for t, _, _ in daemon_stages.STAGES
