@@ -420,8 +420,5 @@ class SqliteCheckpointStore:
             )
 
 
-def _claims(
-    conn: sqlite3.Connection, claims: Sequence[ClaimRequest], snapshotted: Collection[str] = ()
-) -> list[Claim]:
-    results = statements.claim_jobs(conn, claims, snapshotted)
-    return [Claim(job, created) for job, created in results]
+def _claims(conn: sqlite3.Connection, claims: Sequence[ClaimRequest]) -> list[Claim]:
+    return [Claim(job, created) for job, created in statements.claim_jobs(conn, claims)]

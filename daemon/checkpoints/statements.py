@@ -137,30 +137,22 @@ def claim_job(
     return job_id, False
 
 
-def claim_jobs(
-    conn: sqlite3.Connection, claims: Sequence[ClaimRequest], snapshotted: Collection[str] = ()
-) -> list[tuple[str, bool]]:
+def claim_jobs(conn: sqlite3.Connection, claims: Sequence[ClaimRequest]) -> list[tuple[str, bool]]:
     """``claim_job`` for many jobs, in order, with a few statements per chunk of claims.
 
     A claim whose id or dedupe_key exists already (in the table, or earlier in
     ``claims``) gets ``(owner's job_id, False)``. As in upsert_snapshots, the point is
     to step SQLite a fixed number of times per chunk, not once per row: the ids that
     existed and the owners of the keys come back as one aggregated JSON row each.
-
-    ``snapshotted``: jobs whose snapshot the same transaction writes after the claims.
-    Their entry params are not written: a job resumes from its snapshot once it has
-    one, and the entry params are only for a job claimed without one. Under load most
-    claims commit with their job's first snapshot, and this saves a statement.
     """
     results: list[tuple[str, bool]] = []
     for start in range(0, len(claims), MAX_ROWS_PER_STATEMENT):
-        chunk = claims[start : start + MAX_ROWS_PER_STATEMENT]
-        results.extend(_claim_chunk(conn, chunk, snapshotted))
+        results.extend(_claim_chunk(conn, claims[start : start + MAX_ROWS_PER_STATEMENT]))
     return results
 
 
 def _claim_chunk(
-    conn: sqlite3.Connection, claims: Sequence[ClaimRequest], snapshotted: Collection[str]
+    conn: sqlite3.Connection, claims: Sequence[ClaimRequest]
 ) -> list[tuple[str, bool]]:
     now = utc_now_iso()
     rows = ", ".join(["(?, ?, 'pending', ?, ?, ?, ?)"] * len(claims))
@@ -177,7 +169,7 @@ def _claim_chunk(
     entries = [
         (c.job_id, dumps(c.entry_params if c.entry_params is not None else {}))
         for c, (_, created) in zip(claims, results, strict=True)
-        if created and c.job_id not in snapshotted
+        if created
     ]
     if entries:
         conn.execute(

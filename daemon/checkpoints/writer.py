@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
@@ -48,16 +48,12 @@ class _Call:
     future: Future[Any]
 
 
-#: ``write(conn, items, snapshotted)`` of :meth:`SnapshotWriter.submit_ahead`.
-AheadWrite = Callable[[sqlite3.Connection, list[Any], Collection[str]], list[Any]]
-
-
 @dataclass
 class _Ahead:
     """Items written before the snapshots of a transaction (see ``submit_ahead``)."""
 
     items: list[Any]
-    write: AheadWrite
+    write: Callable[[sqlite3.Connection, list[Any]], list[Any]]
     future: Future[list[Any]]
     #: The future is running (set once: a failed transaction's items are written again).
     taken: bool = False
@@ -190,15 +186,17 @@ class SnapshotWriter:
             self._cv.notify()
         return fut
 
-    def submit_ahead(self, items: list[Any], write: AheadWrite) -> Future[list[Any]]:
+    def submit_ahead(
+        self,
+        items: list[Any],
+        write: Callable[[sqlite3.Connection, list[Any]], list[Any]],
+    ) -> Future[list[Any]]:
         """Queue ``items`` to be written before the snapshots of the next transaction.
 
         So they precede every snapshot submitted after this call (e.g. the claims of
-        jobs that are already running). One ``write(conn, items, snapshotted)`` per
-        transaction writes everything queued with that ``write``, and must return one
-        result per item, in order; ``snapshotted`` holds the ids of the jobs whose
-        snapshots the same transaction writes. The future gets this call's share once
-        committed. A failed
+        jobs that are already running). One ``write(conn, items)`` per transaction
+        writes everything queued with that ``write``, and must return one result per
+        item, in order; the future gets this call's share once committed. A failed
         transaction keeps the items for the next one: the future fails only if the
         store closes first (or ``write`` itself has a bug). Never blocks; raises
         StoreClosedError if the store is closing.
@@ -365,7 +363,7 @@ class SnapshotWriter:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                outcomes = self._write_ahead(ahead, {job_id for job_id, _, _ in done})
+                outcomes = self._write_ahead(ahead)
                 # Then snapshots, so requests in the same group read what was saved before them.
                 upsert_snapshots(self._conn, rows)
                 outcomes += [o for c in calls if (o := self._run_call(c)) is not None]
@@ -394,9 +392,7 @@ class SnapshotWriter:
         except Exception:  # a maintenance bug must not stop checkpointing
             logger.exception("checkpoint store maintenance failed on %s", self._path)
 
-    def _write_ahead(
-        self, ahead: list[_Ahead], snapshotted: Collection[str]
-    ) -> list[tuple[Future[Any], bool, Any]]:
+    def _write_ahead(self, ahead: list[_Ahead]) -> list[tuple[Future[Any], bool, Any]]:
         """One ``write`` per kind for all items queued ahead; each future's outcome."""
         by_write: dict[Any, list[_Ahead]] = {}
         for entry in ahead:
@@ -406,8 +402,7 @@ class SnapshotWriter:
         outcomes: list[tuple[Future[Any], bool, Any]] = []
         for write, entries in by_write.items():
             try:
-                items = [item for e in entries for item in e.items]
-                results = write(self._conn, items, snapshotted)
+                results = write(self._conn, [item for e in entries for item in e.items])
             except sqlite3.Error:
                 raise  # the transaction fails; the items stay queued for the next one
             except Exception as exc:  # a bug in write: its requests fail, not the others

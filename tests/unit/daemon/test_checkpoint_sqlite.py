@@ -378,11 +378,9 @@ def test_items_queued_ahead_by_several_callers_are_written_at_once_and_answered_
     writer.start()
     inside, release = threading.Event(), threading.Event()
     writes: list[list[str]] = []
-    told: list[set[str]] = []
 
-    def write(_conn: sqlite3.Connection, items: list[str], snapshotted: Any) -> list[str]:
+    def write(_conn: sqlite3.Connection, items: list[str]) -> list[str]:
         writes.append(list(items))
-        told.append(set(snapshotted))
         return [item.upper() for item in items]
 
     def hold(_conn: sqlite3.Connection) -> bool:
@@ -394,45 +392,13 @@ def test_items_queued_ahead_by_several_callers_are_written_at_once_and_answered_
         assert inside.wait(10)  # the writer is inside a transaction: both wait for the next
         first = writer.submit_ahead(["a", "b"], write)
         second = writer.submit_ahead(["c"], write)
-        writer.submit(snap("j1", 1))
         release.set()
         assert busy.result(timeout=10)
         assert first.result(timeout=10) == ["A", "B"] and second.result(timeout=10) == ["C"]
         assert writes == [["a", "b", "c"]]
-        assert told == [{"j1"}]  # the jobs whose snapshots the same transaction writes
     finally:
         release.set()
         writer.close(timeout=5)
-
-
-def test_claims_committed_with_their_jobs_snapshots_keep_no_entry_params(
-    store: SqliteCheckpointStore, db_path: str
-) -> None:
-    # A job resumes from its snapshot once it has one: entry params are written only
-    # for claims whose job has no snapshot in the same transaction.
-    inside, release = threading.Event(), threading.Event()
-
-    def hold(_conn: sqlite3.Connection) -> bool:
-        inside.set()
-        return release.wait(10)
-
-    try:
-        busy = store._writer.submit_call(hold)  # the next transaction gets all of the below
-        assert inside.wait(10)
-        claimed = store.queue_claims(
-            [ClaimRequest(job_id, "flow", None, None, {"job": job_id}) for job_id in "abc"]
-        )
-        store.save(snap("a", 1))
-        store.save(snap("b", 1, shared_data={"x": object()}))  # cannot be stored
-        release.set()
-        assert busy.result(timeout=10)
-        assert [c.created for c in claimed.result(timeout=10)] == [True, True, True]
-    finally:
-        release.set()
-    entries = sqlite_utils.Database(db_path).execute("SELECT job_id FROM job_entries").fetchall()
-    assert sorted(job_id for (job_id,) in entries) == ["b", "c"]
-    resumable = {j.job_id: (j.state is not None, j.entry_params) for j in store.unfinished_jobs()}
-    assert resumable == {"a": (True, None), "b": (False, {"job": "b"}), "c": (False, {"job": "c"})}
 
 
 def test_a_writer_bug_fails_the_requests_it_had_taken_instead_of_leaving_them_hanging(
