@@ -401,6 +401,33 @@ def test_items_queued_ahead_by_several_callers_are_written_at_once_and_answered_
         writer.close(timeout=5)
 
 
+def test_entry_params_of_every_claimed_job_stay_for_a_rerun(
+    store: SqliteCheckpointStore, db_path: str
+) -> None:
+    # docs/upgrading-flows.md: a job that cannot resume is run again from its entry
+    # params, read from job_entries. Snapshots replace the input, so keep it even
+    # when the claim commits with the job's first snapshot.
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(_conn: sqlite3.Connection) -> bool:
+        inside.set()
+        return release.wait(10)
+
+    try:
+        busy = store._writer.submit_call(hold)  # the next transaction gets all of the below
+        assert inside.wait(10)
+        claimed = store.queue_claims([ClaimRequest("a", "flow", None, None, {"order": 7})])
+        store.save(snap("a", 1))
+        release.set()
+        assert busy.result(timeout=10)
+        assert claimed.result(timeout=10)[0].created
+    finally:
+        release.set()
+    assert store.wait_durable("a", timeout=5)
+    query = "select entry_params from job_entries where job_id = 'a'"
+    assert sqlite_utils.Database(db_path).execute(query).fetchall() == [('{"order":7}',)]
+
+
 def test_a_writer_bug_fails_the_requests_it_had_taken_instead_of_leaving_them_hanging(
     db_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
