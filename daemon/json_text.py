@@ -6,18 +6,23 @@ reads back after a restart what a test against the in-memory store reads::
 
     dumps({"mean": float("nan"), 1: "one"})   # '{"mean":null,"1":"one"}'
 
-What a value becomes:
+What a value becomes (orjson's rules, with two choices of ours):
 
 * NaN, Infinity and -Infinity become ``null``. JSON has no such numbers: Python's
   json module writes tokens that other languages' parsers reject, and so does
   SQLite (``json_extract`` fails on any row holding one, and with it every query
   over the ``jobs`` table that reaches that row). A job resumed from such a
   checkpoint reads ``None`` there.
-* dict keys that are not strings become strings, as the json module makes them.
-* integers beyond 64 bits are kept.
-* ``datetime``/``date``/``time`` become ISO-8601 text, ``UUID`` its text, an
-  ``Enum`` member its value and a dataclass an object of its fields.
-* anything else raises ``TypeError`` (or goes through ``default`` if given).
+* integers beyond 64 bits are kept (orjson refuses them; the json module keeps them,
+  and message bodies may carry them).
+* dict keys become strings: numbers, booleans and None as the json module writes
+  them, dates, UUIDs and Enum members as below.
+* ``datetime``, ``date`` and ``time`` (without a timezone) become ISO-8601 text, a
+  ``UUID`` its text, an ``Enum`` member its value, a dataclass an object of its
+  fields (not those starting with ``_``), a tuple a list.
+* anything else raises ``TypeError`` (or goes through ``default`` if given): among
+  others subclasses of float, tuple and datetime (numpy numbers, named tuples,
+  pandas timestamps), a ``time`` with a timezone, tuples as dict keys.
 
 orjson does the work: it is about ten times faster than the json module, and
 snapshots are encoded on the store's writer thread, which holds the write lock.
@@ -26,11 +31,7 @@ snapshots are encoded on the store's writer thread, which holds the write lock.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import enum
-import json
-import math
-import uuid
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -52,44 +53,58 @@ def dumps(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
     except orjson.JSONEncodeError as exc:  # a TypeError
         if "64-bit" not in str(exc):
             raise
-    # Only values holding integers beyond 64 bits get here: the json module keeps those.
-    return _fallback(default).encode(_finite(value))
+    return _dumps_with_big_ints(value, default)
 
 
-def _fallback(default: Callable[[Any], Any] | None) -> json.JSONEncoder:
-    def convert(obj: Any) -> Any:
-        known = _as_orjson_writes(obj)
-        if known is not _UNKNOWN:
-            return known
-        if default is not None:
-            return _finite(default(obj))
-        raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
-
-    return json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=convert)
+#: The integers orjson writes itself (i64 and u64).
+_SMALLEST, _LARGEST = -(2**63), 2**64 - 1
+#: Nesting orjson refuses beyond; the walk below stops there too.
+_MAX_DEPTH = 255
 
 
-_UNKNOWN = object()
+def _dumps_with_big_ints(value: Any, default: Callable[[Any], Any] | None) -> str:
+    """orjson's text for a value holding integers beyond 64 bits.
+
+    Each such integer is swapped for a unique placeholder string, orjson writes the
+    rest by its own rules, and the placeholders are then replaced by the digits. A
+    big dict key becomes its decimal text, as the json module writes it.
+    """
+    token = f"routilux-big-int-{secrets.token_hex(8)}-"
+    found: list[int] = []
+
+    def walk(item: Any, depth: int) -> Any:
+        if depth > _MAX_DEPTH:
+            raise TypeError("Recursion limit reached")
+        if isinstance(item, int) and not isinstance(item, bool):
+            if _SMALLEST <= item <= _LARGEST:
+                return item
+            found.append(int(item))
+            return f"{token}{len(found) - 1}"
+        if isinstance(item, dict):
+            return {_key(k): walk(v, depth + 1) for k, v in item.items()}
+        if isinstance(item, list) or type(item) is tuple:
+            return [walk(v, depth + 1) for v in item]
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            # orjson writes a dataclass as its fields, leaving out "_" ones.
+            return {
+                f.name: walk(getattr(item, f.name), depth + 1)
+                for f in dataclasses.fields(item)
+                if not f.name.startswith("_")
+            }
+        return item
+
+    def walked_default(obj: Any) -> Any:
+        assert default is not None
+        return walk(default(obj), 0)
+
+    text = orjson.dumps(
+        walk(value, 0), default=walked_default if default else None, option=_OPTIONS
+    ).decode()
+    for index, number in enumerate(found):
+        text = text.replace(f'"{token}{index}"', str(number))
+    return text
 
 
-def _as_orjson_writes(obj: Any) -> Any:
-    """What orjson writes for the types it knows beyond plain JSON (for the fallback)."""
-    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
-        return obj.isoformat()
-    if isinstance(obj, uuid.UUID):
-        return str(obj)
-    if isinstance(obj, enum.Enum):
-        return _finite(obj.value)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _finite({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
-    return _UNKNOWN
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN/Infinity in its lists and dicts replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+def _key(key: Any) -> Any:
+    big = isinstance(key, int) and not isinstance(key, bool)
+    return str(int(key)) if big and not _SMALLEST <= key <= _LARGEST else key

@@ -10,8 +10,8 @@ the same frames come out and the same errors are raised.
 :func:`install` puts it in place of ``aiormq.connection.FrameReceiver.get_frame``,
 for every aiormq connection of the process (there is no hook for one connection:
 aiormq makes its receiver inside ``Connection.connect``). The daemon installs it
-when its consumer starts. It returns False, and changes nothing, if aiormq's
-receiver is not the one this was written against (aiormq 7.x)::
+when its consumer starts. It returns False, and changes nothing, unless aiormq is
+the version this was written against (7.x) with its own method in place::
 
     frame_reader.install()   # before connecting
 """
@@ -19,6 +19,7 @@ receiver is not the one this was written against (aiormq 7.x)::
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 from typing import Any
 
 import pamqp.frame
@@ -82,16 +83,17 @@ ORIGINAL_GET_FRAME: Any = getattr(
 def install() -> bool:
     """Read frames with :func:`read_frame` in every aiormq connection from now on.
 
-    Call it on the event loop. Idempotent. False if aiormq's ``FrameReceiver`` is not
-    the one expected (it then keeps its own way of reading).
+    Call it on the event loop. Idempotent. False, changing nothing, unless this is
+    aiormq 7.x with its own ``FrameReceiver.get_frame`` in place (another version
+    may read differently; a method someone else put there stays).
     """
     receiver_class = getattr(aiormq_connection, "FrameReceiver", None)
     if receiver_class is None or ORIGINAL_GET_FRAME is None:
         return False
     if receiver_class.get_frame is read_frame:
         return True
-    if receiver_class.get_frame is not ORIGINAL_GET_FRAME:
-        return False  # someone else replaced it: leave theirs
+    if not (_is_aiormqs_own(receiver_class.get_frame) and _aiormq_major() == 7):
+        return False  # another version, or someone else replaced it: leave it
     try:
         probe = receiver_class(asyncio.StreamReader())
     except Exception:  # a constructor of another shape
@@ -100,6 +102,21 @@ def install() -> bool:
         return False
     receiver_class.get_frame = read_frame
     return True
+
+
+def _is_aiormqs_own(method: Any) -> bool:
+    return bool(
+        method is ORIGINAL_GET_FRAME
+        and getattr(method, "__module__", None) == "aiormq.connection"
+        and getattr(method, "__qualname__", None) == "FrameReceiver.get_frame"
+    )
+
+
+def _aiormq_major() -> int | None:
+    try:
+        return int(importlib.metadata.version("aiormq").split(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
 
 
 def uninstall() -> None:

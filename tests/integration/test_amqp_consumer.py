@@ -118,6 +118,8 @@ def test_raw_reading_comes_back_after_the_broker_drops_the_connection(
             timeout=60,
         )
         await until(lambda: False in received.states, timeout=10)
+        dropped = received.states.index(False)
+        await until(lambda: True in received.states[dropped:], timeout=30)  # reconnected
         await until(lambda: consumer.consuming, timeout=30)
         await publish(amqp_url, f"{prefix}.q", 2, "after")
         await until(lambda: len(received) == 2, timeout=30)

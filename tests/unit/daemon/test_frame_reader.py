@@ -118,3 +118,13 @@ def test_a_method_someone_else_put_there_is_left_alone(monkeypatch: pytest.Monke
 
     assert asyncio.run(main()) is False
     assert FrameReceiver.get_frame is theirs
+
+
+def test_another_aiormq_version_keeps_its_own_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(frame_reader.importlib.metadata, "version", lambda _name: "8.0.0")
+
+    async def main() -> bool:
+        return frame_reader.install()
+
+    assert asyncio.run(main()) is False
+    assert FrameReceiver.get_frame is frame_reader.ORIGINAL_GET_FRAME
