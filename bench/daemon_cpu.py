@@ -5,7 +5,8 @@ the daemon process's own CPU time per message is far steadier, so it is the
 figure to compare two versions by. Each run pre-loads N messages for the daemon
 bench's 3-step flow, starts ``python -m daemon run`` from a checkout, and reads
 ``/proc/<pid>/stat`` once 200 jobs are complete (startup excluded) and again when
-all are. With ``--against`` the two checkouts alternate, run after run.
+all are; the main thread's share (the event loop) is reported too. With
+``--against`` the two checkouts alternate, run after run.
 
     .venv/bin/python bench/daemon_cpu.py --messages 15000 --runs 3
     .venv/bin/python bench/daemon_cpu.py --against /tmp/base --runs 3   # paired
@@ -36,7 +37,16 @@ WARM = 200
 
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all threads (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def loop_cpu_seconds(pid: int) -> float:
+    """CPU time of the process's main thread: the daemon's event loop."""
+    return _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def _cpu_seconds(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -53,19 +63,23 @@ def measure(root: Path, messages: int, url: str = DEFAULT_URL) -> dict[str, floa
             daemon.proc = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=log)
         try:
             wait_until(lambda: daemon._completed() >= WARM, PHASE_TIMEOUT, f"{WARM} jobs")
-            warm_cpu, warm_done = process_cpu_seconds(daemon.proc.pid), daemon._completed()
+            pid = daemon.proc.pid
+            warm_cpu, warm_loop = process_cpu_seconds(pid), loop_cpu_seconds(pid)
+            warm_done = daemon._completed()
             if warm_done >= messages:
                 raise RuntimeError(
                     f"all {messages} messages were done before the clock started;"
                     " use more (--messages)"
                 )
             daemon.wait_done(messages)
-            cpu = process_cpu_seconds(daemon.proc.pid) - warm_cpu
+            cpu = process_cpu_seconds(pid) - warm_cpu
+            loop = loop_cpu_seconds(pid) - warm_loop
             seen, done = daemon.completions()
         finally:
             daemon.stop()
     return {
         "cpu_us_per_msg": cpu / (messages - warm_done) * 1e6,
+        "loop_us_per_msg": loop / (messages - warm_done) * 1e6,
         "msgs_per_s": messages / (max(done.values()) - min(seen.values())),
     }
 
@@ -83,20 +97,23 @@ def main() -> None:
             figures = measure(root, args.messages)
             results[root].append(figures)
             print(
-                f"run {run} {root}: {figures['cpu_us_per_msg']:.0f} us/msg,"
-                f" {figures['msgs_per_s']:,.0f} msgs/s",
+                f"run {run} {root}: {figures['cpu_us_per_msg']:.0f} us/msg"
+                f" (loop {figures['loop_us_per_msg']:.0f}), {figures['msgs_per_s']:,.0f} msgs/s",
                 flush=True,
             )
     for root, runs in results.items():
         cpu = statistics.median(r["cpu_us_per_msg"] for r in runs)
+        loop = statistics.median(r["loop_us_per_msg"] for r in runs)
         rate = statistics.median(r["msgs_per_s"] for r in runs)
-        print(f"median {root}: {cpu:.0f} us/msg, {rate:,.0f} msgs/s")
+        print(f"median {root}: {cpu:.0f} us/msg (loop {loop:.0f}), {rate:,.0f} msgs/s")
     if args.against is not None:
-        ratios = [
-            new["cpu_us_per_msg"] / old["cpu_us_per_msg"]
-            for old, new in zip(results[roots[0]], results[roots[1]], strict=True)
-        ]
-        print(f"CPU per message, this checkout / --against: {statistics.median(ratios):.2f}x")
+        for key, what in (("cpu_us_per_msg", "CPU"), ("loop_us_per_msg", "loop CPU")):
+            ratios = [
+                new[key] / old[key]
+                for old, new in zip(results[roots[0]], results[roots[1]], strict=True)
+            ]
+            median = statistics.median(ratios)
+            print(f"{what} per message, this checkout / --against: {median:.2f}x")
 
 
 if __name__ == "__main__":

@@ -14,4 +14,5 @@ import daemon_cpu  # noqa: E402
 def test_cpu_per_message_and_rate_of_one_run(amqp_url: str) -> None:
     figures = daemon_cpu.measure(daemon_cpu.REPO, 3000, amqp_url)
     assert 0 < figures["cpu_us_per_msg"] < 100_000
+    assert 0 < figures["loop_us_per_msg"] < figures["cpu_us_per_msg"]
     assert figures["msgs_per_s"] > 0
