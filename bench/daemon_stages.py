@@ -10,9 +10,9 @@ does not run it.
     .venv/bin/python bench/daemon_stages.py --rate 1000 --seconds 5
 
 It also shows where the slowest 1% of messages spent their time (the mean of each
-stage over them), and reports, for the whole run, the launch batches (size, and time from their
-start until their claims commit), the writer's transactions (time and rows) and
-the cyclic GC's pauses.
+stage over them), and reports, for the whole run, the launch batches (size, and
+time from their start until their claims commit), the writer's transactions (time
+and rows) and the cyclic GC's pauses.
 
 The wrapping reaches into private methods (``Intake.on_message``,
 ``Launcher._start``, ``Launcher._try_start``, ``SnapshotWriter._commit``) and will
