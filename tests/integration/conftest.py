@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -43,6 +44,14 @@ def amqp_url() -> str:
     return url
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item, for fixtures to see how it went."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
 @pytest.fixture
 def broker(amqp_url: str) -> Iterator[Broker]:
     helper = Broker(amqp_url)
@@ -59,7 +68,7 @@ def prefix() -> str:
 
 @pytest.fixture
 def make_daemon(
-    tmp_path: Path, amqp_url: str, prefix: str, broker: Broker
+    request: pytest.FixtureRequest, tmp_path: Path, amqp_url: str, prefix: str, broker: Broker
 ) -> Iterator[Callable[..., Daemon]]:
     """Factory: ``make_daemon(queue=True, interval=None, ...)`` -> a started Daemon."""
     made: list[Daemon] = []
@@ -101,3 +110,8 @@ def make_daemon(
     yield make
     for daemon in made:
         daemon.kill()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:  # the daemons' own account of the failure
+        for index, daemon in enumerate(made):
+            print(f"--- log of daemon {index} (last 8,000 characters) ---")
+            print(daemon.log_text()[-8000:])
