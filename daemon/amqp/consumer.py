@@ -30,7 +30,7 @@ from aio_pika.abc import (
 )
 from aiormq.abc import DeliveredMessage
 
-from daemon.amqp import direct_delivery, frame_reader
+from daemon.amqp import direct_delivery
 from daemon.amqp.delivery import Delivery, RawDelivery
 from daemon.errors import BrokerUnavailable
 
@@ -115,8 +115,6 @@ class AmqpConsumer:
 
     def start(self) -> None:
         """Connect and consume in the background; returns at once."""
-        if not frame_reader.install():
-            logger.info("aiormq's own frame reading kept (not the version expected)")
         loop = asyncio.get_running_loop()
         self.fatal = loop.create_future()
         self._task = loop.create_task(self._run(), name="amqp-connect")
