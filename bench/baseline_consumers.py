@@ -20,8 +20,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from amqp_load import PHASE_TIMEOUT, Timings, declare_queue, delete_queues, wait_until  # noqa: E402
+from common import ensure_venv  # noqa: E402
 
 DRAMATIQ_VENV = HERE / ".venvs" / "dramatiq"
+DRAMATIQ_REQUIREMENT = "dramatiq[rabbitmq]"
+
+
+def ensure_dramatiq_venv() -> Path:
+    """The throwaway venv with Dramatiq and pika, made on first use; raises BenchError."""
+    probe = "import dramatiq, pika; print('ok')"
+    return ensure_venv(DRAMATIQ_VENV, DRAMATIQ_REQUIREMENT, probe, "ok")
 
 
 async def _raw_consume(url: str, queue: str, out: Path) -> None:

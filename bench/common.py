@@ -13,7 +13,9 @@ What lives here:
 * ``series`` / ``passed`` / ``paired_ratio`` / ``problems_seen``: read a set of
   rounds (``Runs``) of several implementations,
 * ``median`` / ``ratio`` / ``spread`` / ``fmt`` / ``markdown_table`` /
-  ``machine_table``: reporting.
+  ``machine_table``: reporting,
+* ``ensure_venv``: the throwaway venv of a baseline (routilux 1.1.0, Dramatiq),
+  made on first use so that ``make bench`` compares side by side on a new machine.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 #: Workload parameters passed to a driver: workload name -> keyword arguments.
@@ -237,6 +240,35 @@ def problems_seen(runs: Runs, titles: dict[str, str]) -> str:
         for problem in result.get("problems", [])
     }
     return "Problems seen:\n\n" + "\n".join(sorted(seen)) if seen else ""
+
+
+def ensure_venv(venv: Path, requirement: str, probe: str, expected: str) -> Path:
+    """The python of ``venv``, creating it with ``pip install requirement`` if missing.
+
+    ``probe`` is Python source run with ``python -I -c`` in the venv; the venv is
+    (re)made unless it prints ``expected``. Blocks while pip runs (needs the package
+    index). Raises BenchError naming the failed step.
+
+        python = ensure_venv(Path("bench/.venvs/dramatiq"), "dramatiq[rabbitmq]",
+                             "import dramatiq; print('ok')", "ok")
+    """
+    python = venv / "bin" / "python"
+    # -I: neither the current directory (this repo's own routilux) nor PYTHON* env vars
+    if python.exists():
+        found = subprocess.run(
+            [str(python), "-I", "-c", probe], capture_output=True, text=True, check=False
+        )
+        if found.stdout.strip() == expected:
+            return python
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
+        [str(python), "-m", "pip", "install", "-q", requirement],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"{' '.join(step[:5])} failed: {done.stderr.strip()[-300:]}")
+    return python
 
 
 def machine_info() -> dict[str, str]:

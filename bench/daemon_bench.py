@@ -48,8 +48,8 @@ from amqp_load import (  # noqa: E402
     publish_messages,
     wait_until,
 )
-from baseline_consumers import DRAMATIQ_VENV, DramatiqImpl, RawImpl  # noqa: E402
-from common import machine_table, markdown_table, median  # noqa: E402
+from baseline_consumers import DramatiqImpl, RawImpl, ensure_dramatiq_venv  # noqa: E402
+from common import BenchError, machine_table, markdown_table, median  # noqa: E402
 
 # --------------------------------------------------------------------------- flow
 # The daemon imports this module (flows.modules = ["daemon_bench"]) and calls
@@ -305,14 +305,12 @@ def main() -> None:
     parser.add_argument("--impls", default="daemon,raw,dramatiq")
     args = parser.parse_args()
     kinds = [k for k in args.impls.split(",") if k]
-    if "dramatiq" in kinds and not (DRAMATIQ_VENV / "bin" / "dramatiq").exists():
-        print(
-            f"dramatiq skipped: create {DRAMATIQ_VENV} with "
-            f"`python3 -m venv {DRAMATIQ_VENV} && {DRAMATIQ_VENV}/bin/pip install "
-            f"'dramatiq[rabbitmq]'`",
-            file=sys.stderr,
-        )
-        kinds.remove("dramatiq")
+    if "dramatiq" in kinds:
+        try:
+            ensure_dramatiq_venv()
+        except BenchError as exc:  # e.g. no package index: the other columns still count
+            print(f"dramatiq skipped: {exc}", file=sys.stderr)
+            kinds.remove("dramatiq")
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     for round_no in range(args.runs):
         for kind in kinds:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -41,6 +40,7 @@ from common import (
     Runs,
     Stopwatch,
     driver_main,
+    ensure_venv,
     machine_table,
     markdown_table,
     median,
@@ -229,22 +229,9 @@ def ensure_upstream_venv() -> Path:
 
     Blocks while pip runs (needs the package index). Raises BenchError on failure.
     """
-    python = UPSTREAM_VENV / "bin" / "python"
-    # -I: neither the current directory (this repo's own routilux) nor PYTHON* env vars
-    probe = [str(python), "-I", "-c", VERSION_PROBE]
-    if python.exists():
-        found = subprocess.run(probe, capture_output=True, text=True, check=False)
-        if found.stdout.strip() == UPSTREAM_VERSION:
-            return python
-    steps = [
-        [sys.executable, "-m", "venv", "--clear", str(UPSTREAM_VENV)],
-        [str(python), "-m", "pip", "install", "-q", f"routilux=={UPSTREAM_VERSION}"],
-    ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise BenchError(f"{' '.join(step[:4])} failed: {done.stderr.strip()[-300:]}")
-    return python
+    return ensure_venv(
+        UPSTREAM_VENV, f"routilux=={UPSTREAM_VERSION}", VERSION_PROBE, UPSTREAM_VERSION
+    )
 
 
 def driver_commands(with_upstream: bool) -> dict[str, list[str] | BenchError]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -53,3 +54,20 @@ def test_drivers_run_every_workload_small_and_pass_their_checks(driver: object) 
     }
     for name, result in results.items():
         assert result["ok"], (name, result["problems"])
+
+
+def test_ensure_venv_keeps_a_venv_whose_probe_answers(tmp_path: Path) -> None:
+    venv = tmp_path / "kept"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    marker = venv / "marker"
+    marker.write_text("made before")
+    python = common.ensure_venv(venv, "unused-requirement", "print('ready')", "ready")
+    assert python == venv / "bin" / "python"
+    assert marker.read_text() == "made before"  # not recreated, nothing installed
+
+
+def test_ensure_venv_names_the_step_that_failed(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a venv cannot be made below a file")
+    with pytest.raises(common.BenchError, match=r"-m venv --clear .*failed"):
+        common.ensure_venv(blocker / "venv", "unused-requirement", "print('x')", "x")
