@@ -5,7 +5,10 @@ the daemon process's own CPU time per message is far steadier, so it is the
 figure to compare two versions by. Each run pre-loads N messages for the daemon
 bench's 3-step flow, starts ``python -m daemon run`` from a checkout, and reads
 ``/proc/<pid>/stat`` once 200 jobs are complete (startup excluded) and again when
-all are; the main thread's share (the event loop) is reported too. With
+all are; the main thread's share (the event loop) is reported too, and so are the
+cores the daemon and a local RabbitMQ (``beam.smp``) kept busy meanwhile: the
+daemon shares one GIL, so it cannot use more than about one core, and what the
+broker leaves of the second one is what a second process could use. With
 ``--against`` the two checkouts alternate, run after run.
 
     .venv/bin/python bench/daemon_cpu.py --messages 15000 --runs 3
@@ -23,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -45,6 +49,17 @@ def loop_cpu_seconds(pid: int) -> float:
     return _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
+def broker_pid() -> int | None:
+    """The pid of a RabbitMQ server on this machine (its ``beam.smp``), if any."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().split(" (", 1)[1].startswith("beam.smp)"):
+                return int(stat.parent.name)
+        except (OSError, IndexError):
+            continue
+    return None
+
+
 def _cpu_seconds(stat: Path) -> float:
     fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -63,8 +78,10 @@ def measure(root: Path, messages: int, url: str = DEFAULT_URL) -> dict[str, floa
             daemon.proc = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=log)
         try:
             wait_until(lambda: daemon._completed() >= WARM, PHASE_TIMEOUT, f"{WARM} jobs")
-            pid = daemon.proc.pid
+            pid, broker = daemon.proc.pid, broker_pid()
             warm_cpu, warm_loop = process_cpu_seconds(pid), loop_cpu_seconds(pid)
+            warm_broker = process_cpu_seconds(broker) if broker is not None else 0.0
+            warm_at = time.monotonic()
             warm_done = daemon._completed()
             if warm_done >= messages:
                 raise RuntimeError(
@@ -74,6 +91,8 @@ def measure(root: Path, messages: int, url: str = DEFAULT_URL) -> dict[str, floa
             daemon.wait_done(messages)
             cpu = process_cpu_seconds(pid) - warm_cpu
             loop = loop_cpu_seconds(pid) - warm_loop
+            broker_cpu = process_cpu_seconds(broker) - warm_broker if broker is not None else None
+            wall = time.monotonic() - warm_at
             seen, done = daemon.completions()
         finally:
             daemon.stop()
@@ -81,6 +100,8 @@ def measure(root: Path, messages: int, url: str = DEFAULT_URL) -> dict[str, floa
         "cpu_us_per_msg": cpu / (messages - warm_done) * 1e6,
         "loop_us_per_msg": loop / (messages - warm_done) * 1e6,
         "msgs_per_s": messages / (max(done.values()) - min(seen.values())),
+        "daemon_cores": cpu / wall,
+        "broker_cores": broker_cpu / wall if broker_cpu is not None else float("nan"),
     }
 
 
@@ -98,14 +119,21 @@ def main() -> None:
             results[root].append(figures)
             print(
                 f"run {run} {root}: {figures['cpu_us_per_msg']:.0f} us/msg"
-                f" (loop {figures['loop_us_per_msg']:.0f}), {figures['msgs_per_s']:,.0f} msgs/s",
+                f" (loop {figures['loop_us_per_msg']:.0f}), {figures['msgs_per_s']:,.0f} msgs/s;"
+                f" cores busy: daemon {figures['daemon_cores']:.2f},"
+                f" broker {figures['broker_cores']:.2f}",
                 flush=True,
             )
     for root, runs in results.items():
         cpu = statistics.median(r["cpu_us_per_msg"] for r in runs)
         loop = statistics.median(r["loop_us_per_msg"] for r in runs)
         rate = statistics.median(r["msgs_per_s"] for r in runs)
-        print(f"median {root}: {cpu:.0f} us/msg (loop {loop:.0f}), {rate:,.0f} msgs/s")
+        cores = statistics.median(r["daemon_cores"] for r in runs)
+        broker = statistics.median(r["broker_cores"] for r in runs)
+        print(
+            f"median {root}: {cpu:.0f} us/msg (loop {loop:.0f}), {rate:,.0f} msgs/s;"
+            f" cores busy: daemon {cores:.2f}, broker {broker:.2f}"
+        )
     if args.against is not None:
         for key, what in (("cpu_us_per_msg", "CPU"), ("loop_us_per_msg", "loop CPU")):
             ratios = [

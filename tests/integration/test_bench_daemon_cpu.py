@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,3 +17,8 @@ def test_cpu_per_message_and_rate_of_one_run(amqp_url: str) -> None:
     assert 0 < figures["cpu_us_per_msg"] < 100_000
     assert 0 < figures["loop_us_per_msg"] < figures["cpu_us_per_msg"]
     assert figures["msgs_per_s"] > 0
+    # one GIL: the daemon keeps at most about one core busy (plus what SQLite and
+    # the kernel do outside it); os.cpu_count() bounds every process
+    assert 0 < figures["daemon_cores"] <= (os.cpu_count() or 1) + 0.1
+    if daemon_cpu.broker_pid() is not None:  # a local RabbitMQ did some of the work
+        assert 0 < figures["broker_cores"] <= (os.cpu_count() or 1) + 0.1
