@@ -5,10 +5,10 @@ the daemon process's own CPU time per message is far steadier, so it is the
 figure to compare two versions by. Each run pre-loads N messages for the daemon
 bench's 3-step flow, starts ``python -m daemon run`` from a checkout, and reads
 ``/proc/<pid>/stat`` once 200 jobs are complete (startup excluded) and again when
-all are; the main thread's share (the event loop) is reported too, and so are the
-cores the daemon and a local RabbitMQ (``beam.smp``) kept busy meanwhile: the
-daemon shares one GIL, so it cannot use more than about one core, and what the
-broker leaves of the second one is what a second process could use. With
+all are; the per-message figure includes the daemon's AMQP receiver process, and
+the main thread's share (the event loop) and the receiver's are reported too, and
+so are the cores the daemon, its receiver and a local RabbitMQ (``beam.smp``) kept
+busy meanwhile: each process has one GIL, so it cannot use much more than one core. With
 ``--against`` the two checkouts alternate, run after run.
 
     .venv/bin/python bench/daemon_cpu.py --messages 15000 --runs 3
@@ -49,6 +49,18 @@ def loop_cpu_seconds(pid: int) -> float:
     return _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
+def children_of(pid: int) -> list[int]:
+    """Pids of the running children of ``pid`` (the daemon's AMQP receiver)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
 def broker_pid() -> int | None:
     """The pid of a RabbitMQ server on this machine (its ``beam.smp``), if any."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -79,7 +91,9 @@ def measure(root: Path, messages: int, url: str = DEFAULT_URL) -> dict[str, floa
         try:
             wait_until(lambda: daemon._completed() >= WARM, PHASE_TIMEOUT, f"{WARM} jobs")
             pid, broker = daemon.proc.pid, broker_pid()
+            children = children_of(pid)
             warm_cpu, warm_loop = process_cpu_seconds(pid), loop_cpu_seconds(pid)
+            warm_children = sum(process_cpu_seconds(child) for child in children)
             warm_broker = process_cpu_seconds(broker) if broker is not None else 0.0
             warm_at = time.monotonic()
             warm_done = daemon._completed()
@@ -91,16 +105,20 @@ def measure(root: Path, messages: int, url: str = DEFAULT_URL) -> dict[str, floa
             daemon.wait_done(messages)
             cpu = process_cpu_seconds(pid) - warm_cpu
             loop = loop_cpu_seconds(pid) - warm_loop
+            child_cpu = sum(process_cpu_seconds(child) for child in children) - warm_children
             broker_cpu = process_cpu_seconds(broker) - warm_broker if broker is not None else None
             wall = time.monotonic() - warm_at
             seen, done = daemon.completions()
         finally:
             daemon.stop()
+    counted = messages - warm_done
     return {
-        "cpu_us_per_msg": cpu / (messages - warm_done) * 1e6,
-        "loop_us_per_msg": loop / (messages - warm_done) * 1e6,
+        "cpu_us_per_msg": (cpu + child_cpu) / counted * 1e6,
+        "loop_us_per_msg": loop / counted * 1e6,
+        "receiver_us_per_msg": child_cpu / counted * 1e6,
         "msgs_per_s": messages / (max(done.values()) - min(seen.values())),
         "daemon_cores": cpu / wall,
+        "receiver_cores": child_cpu / wall,
         "broker_cores": broker_cpu / wall if broker_cpu is not None else float("nan"),
     }
 
@@ -119,20 +137,26 @@ def main() -> None:
             results[root].append(figures)
             print(
                 f"run {run} {root}: {figures['cpu_us_per_msg']:.0f} us/msg"
-                f" (loop {figures['loop_us_per_msg']:.0f}), {figures['msgs_per_s']:,.0f} msgs/s;"
+                f" (loop {figures['loop_us_per_msg']:.0f},"
+                f" receiver {figures['receiver_us_per_msg']:.0f}),"
+                f" {figures['msgs_per_s']:,.0f} msgs/s;"
                 f" cores busy: daemon {figures['daemon_cores']:.2f},"
+                f" receiver {figures['receiver_cores']:.2f},"
                 f" broker {figures['broker_cores']:.2f}",
                 flush=True,
             )
     for root, runs in results.items():
         cpu = statistics.median(r["cpu_us_per_msg"] for r in runs)
         loop = statistics.median(r["loop_us_per_msg"] for r in runs)
+        receiver = statistics.median(r["receiver_us_per_msg"] for r in runs)
+        receiver_cores = statistics.median(r["receiver_cores"] for r in runs)
         rate = statistics.median(r["msgs_per_s"] for r in runs)
         cores = statistics.median(r["daemon_cores"] for r in runs)
         broker = statistics.median(r["broker_cores"] for r in runs)
         print(
-            f"median {root}: {cpu:.0f} us/msg (loop {loop:.0f}), {rate:,.0f} msgs/s;"
-            f" cores busy: daemon {cores:.2f}, broker {broker:.2f}"
+            f"median {root}: {cpu:.0f} us/msg (loop {loop:.0f}, receiver {receiver:.0f}),"
+            f" {rate:,.0f} msgs/s; cores busy: daemon {cores:.2f},"
+            f" receiver {receiver_cores:.2f}, broker {broker:.2f}"
         )
     if args.against is not None:
         for key, what in (("cpu_us_per_msg", "CPU"), ("loop_us_per_msg", "loop CPU")):

@@ -22,6 +22,7 @@ __all__ = [
     "LogFormat",
     "TextFormatter",
     "UtcMillisStamps",
+    "current_log_settings",
     "grouped_writes",
     "setup_logging",
 ]
@@ -204,3 +205,15 @@ def setup_logging(
     for name in _NOISY_LIBRARIES:
         logging.getLogger(name).setLevel(level if level <= logging.DEBUG else logging.WARNING)
     return handler
+
+
+def current_log_settings() -> tuple[LogFormat, int]:
+    """The format and level :func:`setup_logging` installed (text and INFO if it has
+    not run), so a child process of the daemon can log the same way."""
+    root = logging.getLogger()
+    fmt: LogFormat = "text"
+    for handler in root.handlers:
+        if handler.get_name() == HANDLER_NAME and isinstance(handler.formatter, JsonFormatter):
+            fmt = "json"
+    level = root.level if root.level != logging.NOTSET else logging.INFO
+    return fmt, level

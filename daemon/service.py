@@ -2,9 +2,9 @@
 stops them in reverse (DESIGN.md §4 "Signals", STYLE.md §6).
 
 Start: flows -> store -> Runtime (checkpointing through the job tracker) ->
-resume of unfinished jobs -> HTTP (metrics, health) -> timers -> AMQP consumers
-(in the background: an unreachable broker does not stop the daemon; it keeps
-retrying while timers run) -> ``READY=1``.
+resume of unfinished jobs -> HTTP (metrics, health) -> timers -> the AMQP receiver
+process with its consumers (in the background: an unreachable broker does not
+stop the daemon; it keeps retrying while timers run) -> ``READY=1``.
 
 Stop (first SIGTERM/SIGINT): stop intake (consumers cancelled, scheduler paused)
 -> drain running jobs up to ``runtime.shutdown_timeout`` -> settle deliveries
@@ -23,9 +23,9 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-from daemon.amqp import AmqpConsumer, Intake, Publisher, QueueBinding
+from daemon.amqp import Intake, Publisher, QueueBinding, RemoteAmqp
 from daemon.bridge import Bridge
-from daemon.errors import DaemonError
+from daemon.errors import BrokerUnavailable, DaemonError
 from daemon.flow_loading import require_flows
 from daemon.http_server import HealthServer, Readiness
 from daemon.launcher import Launched, Launcher
@@ -98,7 +98,7 @@ class Service:
         self._http: HealthServer | None = None
         self._timers: TimerSource | None = None
         self._intake: Intake | None = None
-        self._consumer: AmqpConsumer | None = None
+        self._consumer: RemoteAmqp | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._drained = True
 
@@ -191,7 +191,7 @@ class Service:
 
     def _start_amqp(self, bindings: list[QueueBinding], bridge: Bridge, launcher: Launcher) -> None:
         a = self.settings.amqp
-        publisher = Publisher(self._amqp_channel, a.dead_letter_exchange)
+        publisher = Publisher(self._publish, a.dead_letter_exchange)
         self._intake = Intake(
             bindings=bindings,
             launcher=launcher,
@@ -202,7 +202,9 @@ class Service:
             ack_mode=a.ack,
             capacity=max(a.prefetch, self.settings.runtime.threads * 2),
         )
-        self._consumer = AmqpConsumer(
+        # The connection lives in a receiver process: reading AMQP frames then takes
+        # the machine's other core instead of turns at this process's GIL.
+        self._consumer = RemoteAmqp(
             a.url.get_secret_value(),
             bindings,
             a.dead_letter_exchange,
@@ -212,8 +214,12 @@ class Service:
         )
         self._consumer.start()
 
-    def _amqp_channel(self) -> Any:
-        return self._consumer.channel if self._consumer is not None else None
+    async def _publish(
+        self, exchange: str, routing_key: str, body: bytes, properties: dict[str, Any]
+    ) -> None:
+        if self._consumer is None:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        await self._consumer.publish(exchange, routing_key, body, properties)
 
     def _amqp_state(self, connected: bool) -> None:
         """Connection up/down: the metric, and on (re)connect a flush of pending replies."""

@@ -15,7 +15,7 @@ still publishes once the daemon is back (:meth:`Publisher.flush_outbox`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -64,52 +64,66 @@ def result_body(snapshot: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class Publisher:
-    """Publishes on the consumer's channel; every publish waits for the broker's confirm.
+#: ``send(exchange, routing_key, body, properties)``: publish and wait for the broker's
+#: confirm; ``exchange`` "" is the default exchange, ``properties`` are
+#: ``aio_pika.Message`` keywords. Raises :class:`BrokerUnavailable` if not confirmed.
+ConfirmedSend = Callable[[str, str, bytes, dict[str, Any]], Awaitable[None]]
 
-    Raises :class:`BrokerUnavailable` when the channel is down or the publish fails.
+
+class Publisher:
+    """Builds dead letters and replies; ``send`` publishes each with a confirm.
+
+    In the daemon ``send`` hands the message to the AMQP receiver process
+    (:meth:`daemon.amqp.remote.RemoteAmqp.publish`), which publishes it on its
+    consuming channel with :class:`ChannelSender`. Raises :class:`BrokerUnavailable`
+    when the broker is unreachable or does not confirm.
     """
 
-    def __init__(self, channel: Callable[[], AbstractRobustChannel | None], dlx: str) -> None:
-        self._channel = channel
+    def __init__(self, send: ConfirmedSend, dlx: str) -> None:
+        self._send = send
         self._dlx = dlx
-
-    def _require_channel(self) -> AbstractRobustChannel:
-        channel = self._channel()
-        if channel is None or channel.is_closed:
-            raise BrokerUnavailable("not connected to RabbitMQ")
-        return channel
 
     async def dead_letter(self, queue: str, message: Delivery, reason: str) -> None:
         """Publish a copy of ``message`` to ``<queue>.dlq`` with the reason header."""
-        channel = self._require_channel()
         headers = dict(message.headers or {})
         headers[ERROR_HEADER] = reason
-        copy = aio_pika.Message(
-            body=message.body,
-            headers=headers,
-            content_type=message.content_type,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        exchange = await channel.get_exchange(self._dlx, ensure=False)
-        await self._confirm(exchange.publish(copy, routing_key=f"{queue}.dlq"))
+        properties = {
+            "headers": headers,
+            "content_type": message.content_type,
+            "message_id": message.message_id,
+            "correlation_id": message.correlation_id,
+            "reply_to": message.reply_to,
+        }
+        await self._send(self._dlx, f"{queue}.dlq", message.body, properties)
 
     async def reply(self, target: ReplyTarget, snapshot: dict[str, Any]) -> None:
         """Publish the job's result to ``target.reply_to`` via the default exchange."""
-        channel = self._require_channel()
-        message = aio_pika.Message(
-            body=dumps(result_body(snapshot), default=str).encode(),
-            content_type="application/json",
-            correlation_id=target.correlation_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        await self._confirm(channel.default_exchange.publish(message, routing_key=target.reply_to))
+        body = dumps(result_body(snapshot), default=str).encode()
+        properties = {"content_type": "application/json", "correlation_id": target.correlation_id}
+        await self._send("", target.reply_to, body, properties)
 
-    async def _confirm(self, publish: Any) -> None:
+
+class ChannelSender:
+    """A :data:`ConfirmedSend` on a channel with publisher confirms; messages persistent."""
+
+    def __init__(self, channel: Callable[[], AbstractRobustChannel | None]) -> None:
+        self._channel = channel
+
+    async def __call__(
+        self, exchange: str, routing_key: str, body: bytes, properties: dict[str, Any]
+    ) -> None:
+        channel = self._channel()
+        if channel is None or channel.is_closed:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        message = aio_pika.Message(
+            body=body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties
+        )
         try:
-            await publish
+            target = (
+                await channel.get_exchange(exchange, ensure=False)
+                if exchange
+                else channel.default_exchange
+            )
+            await target.publish(message, routing_key=routing_key)
         except Exception as exc:
             raise BrokerUnavailable(f"publish not confirmed: {exc}") from exc

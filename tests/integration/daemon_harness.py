@@ -227,6 +227,20 @@ class Daemon:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
+    def receiver_pid(self) -> int | None:
+        """The pid of the daemon's AMQP receiver process, if one runs now."""
+        if self.proc is None:
+            return None
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == self.proc.pid and b"daemon.amqp.receiver" in cmdline:
+                return int(stat.parent.name)
+        return None
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)

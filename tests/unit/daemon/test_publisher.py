@@ -1,4 +1,5 @@
-"""Publisher.reply: the result message's body is JSON any consumer can parse."""
+"""Publisher.reply over a ChannelSender: the result message's body is JSON any consumer
+can parse, and it is persistent."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import aio_pika
 
-from daemon.amqp.publisher import Publisher, ReplyTarget
+from daemon.amqp.publisher import ChannelSender, Publisher, ReplyTarget
 
 
 class RecordingExchange:
@@ -37,7 +38,8 @@ def strict_loads(body: bytes) -> Any:
 
 def test_a_reply_holds_null_for_nan_and_text_for_values_of_no_json_form() -> None:
     channel = FakeChannel()
-    publisher = Publisher(lambda: channel, "dlx")  # type: ignore[arg-type,return-value]
+    send = ChannelSender(lambda: channel)  # type: ignore[arg-type,return-value]
+    publisher = Publisher(send, "dlx")
     snapshot = {
         "job_id": "j1",
         "flow_id": "stats",
@@ -49,6 +51,7 @@ def test_a_reply_holds_null_for_nan_and_text_for_values_of_no_json_form() -> Non
     [(message, routing_key)] = channel.default_exchange.published
     assert (routing_key, message.correlation_id) == ("replies", "c1")
     assert message.content_type == "application/json"
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert strict_loads(message.body) == {
         "job_id": "j1",
         "flow": "stats",

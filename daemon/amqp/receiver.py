@@ -1,0 +1,249 @@
+"""The AMQP receiver: a child process that owns the daemon's RabbitMQ connection.
+
+The daemon is one process bound by one GIL, and reading AMQP frames (three per
+delivery, parsed in pure Python by aiormq and pamqp) took about a quarter of its
+time while the machine's other core sat idle. This process does that work: it runs
+:class:`~daemon.amqp.consumer.AmqpConsumer` (robust connection, topology, consumers
+and their recovery), forwards each delivery to the daemon as a compact event, and
+acks, nacks and publishes (with confirms) on the daemon's behalf. The daemon side
+is :class:`daemon.amqp.remote.RemoteAmqp`; the frames are :mod:`daemon.amqp.wire`.
+
+Started as ``python -m daemon.amqp.receiver FD`` with one end of a socket pair.
+Events it sends (each a tuple, first item its name):
+
+* ``("msg", queue, channel_key, tag, redelivered, body, message_id, reply_to,
+  correlation_id, headers, content_type)``: a delivery; ``channel_key`` names the
+  channel it came on, and its tag is settled only on that channel;
+* ``("state", connected, consuming)``: on every change;
+* ``("fatal", reason)``: the topology cannot be declared (the daemon exits 1);
+* ``("done", request_id, error)``: a request finished (``error`` None or a reason).
+
+Commands it takes: ``("ack", channel_key, tag, multiple)``, ``("nack", channel_key,
+tag, requeue)``, ``("publish", request_id, exchange, routing_key, body,
+properties)``, ``("cancel", request_id)`` and ``("close", request_id)``.
+
+It ignores SIGTERM and SIGINT: the daemon decides when intake stops (under systemd
+the whole control group gets the SIGTERM), and a settle the drain sends must still
+reach the broker. When the daemon's end of the socket closes (the daemon exited or
+was killed) it closes the connection without acking anything more, so the broker
+requeues every delivery the daemon did not settle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+from daemon.amqp.consumer import AmqpConsumer, QueueBinding
+from daemon.amqp.delivery import Delivery
+from daemon.amqp.publisher import ChannelSender
+from daemon.amqp.wire import FrameWriter, read_frame
+from daemon.logging_setup import setup_logging
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between looks at whether every consumer is still consuming (a broker-sent
+#: cancel or a half-restored channel changes that without a connection callback).
+STATE_POLL = 0.2
+
+
+class Receiver:
+    """One receiver process's work, on its loop. ``run`` returns its exit code."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._out: FrameWriter | None = None
+        self._consumer: AmqpConsumer | None = None
+        self._send: ChannelSender | None = None
+        #: Channels deliveries came on, by the key the daemon knows them by.
+        self._channels: dict[int, Any] = {}
+        self._keys: dict[int, tuple[Any, int]] = {}  # id(channel) -> (channel, key)
+        self._next_key = 1
+        self._state: tuple[bool, bool] = (False, False)
+        self._connected = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> int:
+        reader, writer = await asyncio.open_connection(sock=self._sock)
+        self._out = FrameWriter(writer)
+        try:
+            (init,) = await read_frame(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return 0  # the daemon went away before it said anything
+        _, settings = init
+        setup_logging(settings["log_format"], settings["log_level"])
+        bindings = [QueueBinding(*b) for b in settings["bindings"]]
+        consumer = self._consumer = AmqpConsumer(
+            settings["url"],
+            bindings,
+            settings["dead_letter_exchange"],
+            settings["prefetch"],
+            self._on_message,
+            self._on_state,
+        )
+        self._send = ChannelSender(lambda: consumer.channel)
+        consumer.start()
+        watch = asyncio.get_running_loop().create_task(self._watch())
+        try:
+            await self._serve(reader)
+        finally:
+            watch.cancel()
+            await consumer.close()
+            writer.close()
+        return 0
+
+    async def _serve(self, reader: asyncio.StreamReader) -> None:
+        """Run the daemon's commands, in order, until it closes us or goes away."""
+        while True:
+            try:
+                commands = await read_frame(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                logger.info("daemon gone; closing the AMQP connection")
+                return
+            for command in commands:
+                if await self._run_command(command):
+                    return
+
+    async def _run_command(self, command: tuple[Any, ...]) -> bool:
+        """Carry out one command; True once told to close."""
+        name = command[0]
+        if name == "ack":
+            _, key, tag, multiple = command
+            await self._settle(key, tag, lambda ch: ch.basic_ack(tag, multiple=multiple))
+        elif name == "nack":
+            _, key, tag, requeue = command
+            await self._settle(key, tag, lambda ch: ch.basic_nack(tag, requeue=requeue))
+        elif name == "publish":
+            _, request, exchange, routing_key, body, properties = command
+            self._spawn(self._publish(request, exchange, routing_key, body, properties))
+        elif name == "cancel":
+            assert self._consumer is not None
+            await self._consumer.cancel()
+            self._done(command[1], None)
+        elif name == "close":
+            assert self._consumer is not None and self._out is not None
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._consumer.close()
+            self._done(command[1], None)
+            await self._out.drain()
+            return True
+        else:
+            logger.error("unknown command from the daemon: %r", name)
+        return False
+
+    async def _settle(self, key: int, tag: int, send: Any) -> None:
+        channel = self._channels.get(key)
+        if channel is None or channel.is_closed:
+            # Never on another channel: the broker requeued these when this one closed.
+            logger.debug("settle of tag %s dropped: its channel is closed", tag)
+            return
+        try:
+            await send(channel)
+        except Exception as exc:  # the channel died meanwhile: the broker redelivers
+            logger.info("settle of tag %s not sent (%s); it will be redelivered", tag, exc)
+
+    async def _publish(
+        self,
+        request: int,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: dict[str, Any],
+    ) -> None:
+        assert self._send is not None
+        try:
+            await self._send(exchange, routing_key, body, properties)
+        except Exception as exc:
+            self._done(request, str(exc) or type(exc).__name__)
+            return
+        self._done(request, None)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _done(self, request: int, error: str | None) -> None:
+        assert self._out is not None
+        self._out.send(("done", request, error))
+
+    # -- from the broker ---------------------------------------------------------------
+    def _on_message(self, queue: str, message: Delivery) -> None:
+        assert self._out is not None
+        self._out.send(
+            (
+                "msg",
+                queue,
+                self._key_of(_channel_of(message)),
+                message.delivery_tag,
+                bool(message.redelivered),
+                message.body,
+                message.message_id,
+                message.reply_to,
+                message.correlation_id,
+                message.headers,
+                message.content_type,
+            )
+        )
+
+    def _key_of(self, channel: Any) -> int:
+        """A key for ``channel`` that no other channel of this process ever gets (0 for
+        none: settles of such a delivery are dropped, and the broker redelivers it)."""
+        if channel is None:
+            return 0
+        known = self._keys.get(id(channel))
+        if known is not None and known[0] is channel:
+            return known[1]
+        for old_id, (old, old_key) in list(self._keys.items()):
+            if old.is_closed:  # its tags are dead; a new channel may reuse its id()
+                del self._keys[old_id]
+                self._channels.pop(old_key, None)
+        key, self._next_key = self._next_key, self._next_key + 1
+        self._keys[id(channel)] = (channel, key)
+        self._channels[key] = channel
+        return key
+
+    def _on_state(self, connected: bool) -> None:
+        self._connected = connected
+        self._report_state()
+
+    def _report_state(self) -> None:
+        assert self._out is not None and self._consumer is not None
+        state = (self._connected, self._consumer.consuming)
+        if state != self._state:
+            self._state = state
+            self._out.send(("state", *state))
+
+    async def _watch(self) -> None:
+        """Report consuming changes, and a fatal topology error once."""
+        assert self._consumer is not None and self._out is not None
+        fatal = self._consumer.fatal
+        while True:
+            if fatal is not None and fatal.done():
+                self._out.send(("fatal", str(fatal.result())))
+                fatal = None
+            self._report_state()
+            await asyncio.sleep(STATE_POLL)  # polling aio-pika's state, which has no event
+
+
+def _channel_of(message: Delivery) -> Any:
+    try:
+        return message.channel
+    except Exception:  # aio-pika's message raises once its channel closed
+        return None
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of the receiver process: ``python -m daemon.amqp.receiver FD``."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(argv[1]))
+    return asyncio.run(Receiver(sock).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
