@@ -210,7 +210,11 @@ class AmqpConsumer:
         back in.
         """
         underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-        underlay.on_consumer_cancel_callbacks.add(self._on_broker_cancel)  # a set: added once
+        # a set: added once; aiormq 6 (the newest for Python 3.10) has no such hook, and
+        # there aio-pika's own consumer keeps serving after a broker-sent cancel
+        cancel_callbacks = getattr(underlay, "on_consumer_cancel_callbacks", None)
+        if cancel_callbacks is not None:
+            cancel_callbacks.add(self._on_broker_cancel)
         if tag not in underlay.consumers:
             return
 

@@ -8,31 +8,38 @@ and their recovery), forwards each delivery to the daemon as a compact event, an
 acks, nacks and publishes (with confirms) on the daemon's behalf. The daemon side
 is :class:`daemon.amqp.remote.RemoteAmqp`; the frames are :mod:`daemon.amqp.wire`.
 
-Started as ``python -m daemon.amqp.receiver FD`` with one end of a socket pair.
-Events it sends (each a tuple, first item its name):
+Started by the daemon with one end of a socket pair (see
+:func:`daemon.amqp.remote.receiver_command`; by hand: ``python -m
+daemon.amqp.receiver FD``). Events it sends (each a tuple, first item its name):
 
 * ``("msg", queue, channel_key, tag, redelivered, body, message_id, reply_to,
   correlation_id, headers, content_type)``: a delivery; ``channel_key`` names the
   channel it came on, and its tag is settled only on that channel;
 * ``("state", connected, consuming)``: on every change;
+* ``("closed", channel_key)``: that channel closed (its tags are dead);
 * ``("fatal", reason)``: the topology cannot be declared (the daemon exits 1);
-* ``("done", request_id, error)``: a request finished (``error`` None or a reason).
+* ``("done", request_id, error)``: a request finished (``error`` None or a reason);
+* ``("alive",)``: every second, so the daemon can tell a wedged receiver from a
+  quiet one.
 
 Commands it takes: ``("ack", channel_key, tag, multiple)``, ``("nack", channel_key,
 tag, requeue)``, ``("publish", request_id, exchange, routing_key, body,
 properties)``, ``("cancel", request_id)`` and ``("close", request_id)``.
 
-It ignores SIGTERM and SIGINT: the daemon decides when intake stops (under systemd
-the whole control group gets the SIGTERM), and a settle the drain sends must still
-reach the broker. When the daemon's end of the socket closes (the daemon exited or
-was killed) it closes the connection without acking anything more, so the broker
-requeues every delivery the daemon did not settle.
+It ignores SIGTERM and SIGINT: the daemon decides when intake stops (a service
+manager may signal the whole group, as systemd's ``KillMode=control-group`` and a
+terminal's Ctrl-C do), and a settle the drain sends must still reach the broker.
+When the daemon's end of the socket closes (the daemon exited or was killed), or
+the daemon is no longer its parent (a process forked from the daemon may hold the
+socket open), it closes the connection without acking anything more and exits, so
+the broker requeues every delivery the daemon did not settle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -44,18 +51,25 @@ from daemon.amqp.publisher import ChannelSender
 from daemon.amqp.wire import FrameWriter, read_frame
 from daemon.logging_setup import setup_logging
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("daemon.amqp.receiver")  # not __main__ under -m
 
 #: Seconds between looks at whether every consumer is still consuming (a broker-sent
-#: cancel or a half-restored channel changes that without a connection callback).
+#: cancel or a half-restored channel changes that without a connection callback) and
+#: whether the daemon is still the parent.
 STATE_POLL = 0.2
+#: Seconds between ``("alive",)`` events.
+ALIVE_INTERVAL = 1.0
+#: Seconds the connection gets to close once the daemon is gone; then the process
+#: exits anyway (a connection attempt in progress is not always cancellable).
+CLOSE_TIMEOUT = 5.0
 
 
 class Receiver:
     """One receiver process's work, on its loop. ``run`` returns its exit code."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, parent: int) -> None:
         self._sock = sock
+        self._parent = parent
         self._out: FrameWriter | None = None
         self._consumer: AmqpConsumer | None = None
         self._send: ChannelSender | None = None
@@ -71,10 +85,10 @@ class Receiver:
         reader, writer = await asyncio.open_connection(sock=self._sock)
         self._out = FrameWriter(writer)
         try:
-            (init,) = await read_frame(reader)
+            first = await read_frame(reader)
         except (asyncio.IncompleteReadError, ConnectionError):
             return 0  # the daemon went away before it said anything
-        _, settings = init
+        (_, settings), commands = first[0], first[1:]
         setup_logging(settings["log_format"], settings["log_level"])
         bindings = [QueueBinding(*b) for b in settings["bindings"]]
         consumer = self._consumer = AmqpConsumer(
@@ -87,17 +101,28 @@ class Receiver:
         )
         self._send = ChannelSender(lambda: consumer.channel)
         consumer.start()
-        watch = asyncio.get_running_loop().create_task(self._watch())
+        loop = asyncio.get_running_loop()
+        serve = loop.create_task(self._serve(reader, commands))
+        watch = loop.create_task(self._watch())
         try:
-            await self._serve(reader)
+            # _watch returns only when the daemon is no longer our parent
+            await asyncio.wait((serve, watch), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            serve.cancel()
             watch.cancel()
-            await consumer.close()
+            try:
+                await asyncio.wait_for(consumer.close(), CLOSE_TIMEOUT)
+            except (asyncio.TimeoutError, Exception) as exc:
+                logger.warning("closing the AMQP connection failed: %r", exc)
+            self._out.flush()
             writer.close()
         return 0
 
-    async def _serve(self, reader: asyncio.StreamReader) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, first: list[tuple[Any, ...]]) -> None:
         """Run the daemon's commands, in order, until it closes us or goes away."""
+        for command in first:  # sent in the same frame as the settings
+            if await self._run_command(command):
+                return
         while True:
             try:
                 commands = await read_frame(reader)
@@ -218,16 +243,34 @@ class Receiver:
             self._state = state
             self._out.send(("state", *state))
 
+    def _report_closed_channels(self) -> None:
+        """A channel can close alone (aio-pika then opens another): the daemon forgets
+        it, and its tags, at once."""
+        assert self._out is not None
+        for old_id, (channel, key) in list(self._keys.items()):
+            if channel.is_closed:
+                del self._keys[old_id]
+                self._channels.pop(key, None)
+                self._out.send(("closed", key))
+
     async def _watch(self) -> None:
-        """Report consuming changes, and a fatal topology error once."""
+        """Report consuming changes, a fatal topology error once, and that we are alive;
+        return once the daemon is no longer our parent."""
         assert self._consumer is not None and self._out is not None
         fatal = self._consumer.fatal
-        while True:
+        loop = asyncio.get_running_loop()
+        next_alive = loop.time()
+        while os.getppid() == self._parent:
             if fatal is not None and fatal.done():
                 self._out.send(("fatal", str(fatal.result())))
                 fatal = None
             self._report_state()
+            self._report_closed_channels()
+            if loop.time() >= next_alive:
+                self._out.send(("alive",))
+                next_alive = loop.time() + ALIVE_INTERVAL
             await asyncio.sleep(STATE_POLL)  # polling aio-pika's state, which has no event
+        logger.warning("daemon (pid %d) gone; closing the AMQP connection", self._parent)
 
 
 def _channel_of(message: Delivery) -> Any:
@@ -238,11 +281,22 @@ def _channel_of(message: Delivery) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of the receiver process: ``python -m daemon.amqp.receiver FD``."""
+    """Entry point of the receiver process: ``main([_, FD])``, FD one end of a socket
+    pair whose other end the parent process holds. Exits the process when done."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[1]))
-    return asyncio.run(Receiver(sock).run())
+    return asyncio.run(_run_and_exit(Receiver(sock, os.getppid())))
+
+
+async def _run_and_exit(receiver: Receiver) -> int:
+    code = await receiver.run()
+    # Not asyncio.run's own ending, which waits for every task: aio-pika may still be
+    # retrying a connection in a task that ignores cancellation, and nothing of this
+    # process needs finalizing.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,15 @@ redeliveries into duplicates), exactly as with a channel of this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
 import logging
 import os
 import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from daemon.amqp.consumer import OnMessage, QueueBinding
@@ -44,12 +45,43 @@ __all__ = ["RemoteAmqp", "RemoteChannel", "RemoteDelivery"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds before a receiver that exited is started again.
+#: Seconds before a receiver that exited is started again; doubled after each one
+#: that exits within RESTART_RESET seconds, up to RESTART_DELAY_MAX.
 RESTART_DELAY = 1.0
+RESTART_DELAY_MAX = 30.0
+RESTART_RESET = 30.0
+#: Receivers in a row that exit before saying anything: the installation is broken
+#: (e.g. an import fails), and the daemon exits 1 instead of retrying forever.
+FAILED_STARTS_FATAL = 5
 #: Seconds ``cancel`` and ``close`` wait for the receiver to answer.
-REQUEST_TIMEOUT = 10.0
-#: The folder holding the ``daemon`` package, put first on the receiver's path.
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+REQUEST_TIMEOUT = 5.0
+#: Seconds without any event (it sends one every second) after which a receiver
+#: counts as wedged and is killed, then replaced.
+SILENCE_LIMIT = 10.0
+#: Environment variables carrying the daemon's import path and pid to the receiver.
+_PATH_VARIABLE = "ROUTILUX_RECEIVER_SYS_PATH"
+
+#: The receiver's first lines: signals ignored before the slow imports (a group's
+#: SIGTERM can come at any time), then the daemon's own import path, so the receiver
+#: imports exactly what the daemon did.
+_BOOT = f"""\
+import signal
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+import json, os, sys
+sys.path[:] = json.loads(os.environ.pop({_PATH_VARIABLE!r}))
+try:
+    from daemon.amqp.receiver import main
+except Exception as exc:
+    print(f"amqp receiver cannot start: {{exc!r}}", file=sys.stderr, flush=True)
+    sys.exit(2)
+sys.exit(main(sys.argv))
+"""
+
+
+def receiver_command(fd: int) -> list[str]:
+    """The command line of a receiver process talking over socket ``fd``."""
+    return [sys.executable, "-c", _BOOT, str(fd)]
 
 
 class RemoteChannel:
@@ -128,6 +160,8 @@ class _Link:
     def __init__(self, out: FrameWriter) -> None:
         self.out = out
         self.alive = True
+        self.heard = False  # any event received yet
+        self.last_heard = 0.0  # loop time of the last frame
         self._channels: dict[int, RemoteChannel] = {}
         self._requests: dict[int, asyncio.Future[str | None]] = {}
         self._ids = itertools.count(1)
@@ -137,6 +171,12 @@ class _Link:
         if channel is None:
             channel = self._channels[key] = RemoteChannel(key)
         return channel
+
+    def close_channel(self, key: int) -> None:
+        """One channel of the receiver closed."""
+        channel = self._channels.pop(key, None)
+        if channel is not None:
+            channel.is_closed = True
 
     def close_channels(self) -> None:
         """The receiver's connection dropped: every channel it had is gone."""
@@ -154,6 +194,12 @@ class _Link:
         self._requests[request_id] = future
         self.out.send((command[0], request_id, *command[1:]))
         return future
+
+    def forget(self, future: asyncio.Future[str | None]) -> None:
+        """Drop a request nobody waits for any more (it timed out)."""
+        for request_id, pending in list(self._requests.items()):
+            if pending is future:
+                del self._requests[request_id]
 
     def done(self, request_id: int, error: str | None) -> None:
         future = self._requests.pop(request_id, None)
@@ -256,45 +302,57 @@ class RemoteAmqp:
         link = self._link
         if link is None or not link.alive:
             return
+        request = link.request(name)
         try:
-            error = await asyncio.wait_for(link.request(name), REQUEST_TIMEOUT)
+            error = await asyncio.wait_for(asyncio.shield(request), REQUEST_TIMEOUT)
         except asyncio.TimeoutError:
+            link.forget(request)
             error = f"no answer in {REQUEST_TIMEOUT:.0f} s"
         if error is not None:
             logger.warning("amqp receiver: %s failed: %s", name, error)
 
     def _kill(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
+        if self._process is not None:
+            _kill(self._process)
 
     # -- the receiver process ----------------------------------------------------------
     async def _supervise(self) -> None:
-        while not self._closing:
+        delay, failed_starts = RESTART_DELAY, 0
+        loop = asyncio.get_running_loop()
+        # Once intake is cancelled (the drain) a new receiver would consume again.
+        while not self._closing and not self._cancelled:
+            started = loop.time()
+            link: _Link | None = None
             try:
-                code = await self._run_receiver()
+                link, code = await self._run_receiver()
             except Exception:
                 logger.exception("amqp receiver failed")
                 code = None
-            if self._closing:
+            if self._closing or self._cancelled:
                 return
+            failed_starts = 0 if link is not None and link.heard else failed_starts + 1
+            if failed_starts >= FAILED_STARTS_FATAL:
+                self._set_fatal(
+                    f"the AMQP receiver process exited {failed_starts} times in a row before"
+                    f" it started (last exit code {code}); see the lines it logged above"
+                )
+                return
+            ran_long = loop.time() - started >= RESTART_RESET
+            delay = RESTART_DELAY if ran_long else delay
             logger.warning(
-                "amqp receiver exited (code %s); starting another in %.0f s", code, RESTART_DELAY
+                "amqp receiver exited (code %s); starting another in %.0f s", code, delay
             )
-            await asyncio.sleep(RESTART_DELAY)  # back-off before the restart
+            await asyncio.sleep(delay)  # back-off before the restart
+            delay = min(delay * 2, RESTART_DELAY_MAX)
 
-    async def _run_receiver(self) -> int | None:
-        """Start one receiver and serve its events until it goes away; its exit code."""
+    async def _run_receiver(self) -> tuple[_Link | None, int | None]:
+        """Start one receiver and serve its events until it goes away: its link (None if
+        it never started) and exit code."""
         ours, theirs = socket.socketpair()
         try:
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p
-            )
-            self._process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "daemon.amqp.receiver",
-                str(theirs.fileno()),
+            env = dict(os.environ, **{_PATH_VARIABLE: json.dumps(sys.path)})
+            self._process = process = await asyncio.create_subprocess_exec(
+                *receiver_command(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 env=env,
@@ -305,20 +363,44 @@ class RemoteAmqp:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_connection(sock=ours)
-        link = self._link = _Link(FrameWriter(writer))
+        link = _Link(FrameWriter(writer))
         link.out.send(("init", self._init))
+        link.out.flush()  # alone in its frame
+        self._link = link
+        loop = asyncio.get_running_loop()
+        link.last_heard = loop.time()
+        watchdog = loop.create_task(self._watch_silence(link, process))
         try:
             while True:
-                for event in await read_frame(reader):
+                events = await read_frame(reader)
+                link.heard, link.last_heard = True, loop.time()
+                for event in events:
                     self._on_event(link, event)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the receiver exited
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+            if isinstance(exc, ValueError):
+                logger.error("amqp receiver sent a broken frame (%s); stopping it", exc)
+                _kill(process)
         finally:
+            watchdog.cancel()
             link.die()
             self._link = None
             self._set_state(False, False)
             writer.close()
-        return await self._process.wait()
+        return link, await process.wait()
+
+    async def _watch_silence(self, link: _Link, process: asyncio.subprocess.Process) -> None:
+        """Kill a receiver that stopped talking (it sends an event every second)."""
+        loop = asyncio.get_running_loop()
+        while link.alive:
+            await asyncio.sleep(1.0)  # a timer over the receiver's heartbeat
+            if loop.time() - link.last_heard > SILENCE_LIMIT:
+                logger.error("amqp receiver silent for %.0f s; killing it", SILENCE_LIMIT)
+                _kill(process)
+                return
+
+    def _set_fatal(self, reason: str) -> None:
+        if self.fatal is not None and not self.fatal.done():
+            self.fatal.set_result(BrokerUnavailable(reason))
 
     def _on_event(self, link: _Link, event: tuple[Any, ...]) -> None:
         name = event[0]
@@ -333,9 +415,12 @@ class RemoteAmqp:
             if not event[1]:
                 link.close_channels()
             self._set_state(event[1], event[2])
+        elif name == "closed":
+            link.close_channel(event[1])
         elif name == "fatal":
-            if self.fatal is not None and not self.fatal.done():
-                self.fatal.set_result(BrokerUnavailable(event[1]))
+            self._set_fatal(event[1])
+        elif name == "alive":
+            pass  # the frame itself was the news
         else:
             logger.error("unknown event from the amqp receiver: %r", name)
 
@@ -344,3 +429,9 @@ class RemoteAmqp:
         if connected != self._connected:
             self._connected = connected
             self._on_state(connected)
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+            process.kill()

@@ -15,11 +15,14 @@ one write and one read for many deliveries.
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import struct
 from typing import Any
 
 __all__ = ["FrameWriter", "read_frame"]
+
+logger = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
 
@@ -63,7 +66,11 @@ class FrameWriter:
         events, self._events = self._events, []
         if not events or self._writer.is_closing():
             return
-        payload = pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            payload = pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # one bad event must not take the others with it
+            events = [event for event in events if _picklable(event)]
+            payload = pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
         self._writer.write(_LENGTH.pack(len(payload)) + payload)
 
     async def drain(self) -> None:
@@ -71,3 +78,12 @@ class FrameWriter:
         self.flush()
         if not self._writer.is_closing():
             await self._writer.drain()
+
+
+def _picklable(event: tuple[Any, ...]) -> bool:
+    try:
+        pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        logger.error("event %r dropped: it cannot cross to the other process (%s)", event[0], exc)
+        return False
+    return True

@@ -1,4 +1,5 @@
-"""Frames between the daemon and its receiver, and the daemon's view of a delivery."""
+"""Frames between the daemon and its receiver, the daemon's view of a delivery, and how
+the daemon restarts (or gives up on) its receiver."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from daemon.amqp import remote
 from daemon.amqp.remote import RemoteDelivery, _Link
 from daemon.amqp.wire import MAX_FRAME, FrameWriter, read_frame
 from daemon.errors import BrokerUnavailable
@@ -117,3 +119,88 @@ def test_requests_of_a_receiver_that_died_end_with_a_reason() -> None:
         return await pending, await late
 
     assert asyncio.run(main()) == ("the AMQP receiver exited", "the AMQP receiver is not running")
+
+
+def test_a_receiver_that_never_starts_is_fatal_after_a_few_tries_with_growing_pauses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(remote, "RESTART_DELAY", 0.01)
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float) -> None:
+        pauses.append(delay)
+        await real_sleep(0)
+
+    async def main() -> BaseException:
+        amqp = remote.RemoteAmqp("amqp://x/", [], "dlx", 1, lambda q, m: None, lambda c: None)
+        attempts = 0
+
+        async def never_starts() -> tuple[None, int]:
+            nonlocal attempts
+            attempts += 1
+            return None, 2  # exited before its first frame (e.g. an import failed)
+
+        monkeypatch.setattr(amqp, "_run_receiver", never_starts)
+        monkeypatch.setattr(remote.asyncio, "sleep", recording_sleep)
+        amqp.start()
+        assert amqp.fatal is not None
+        error = await asyncio.wait_for(amqp.fatal, 5)
+        assert attempts == remote.FAILED_STARTS_FATAL
+        return error
+
+    error = asyncio.run(main())
+    assert isinstance(error, BrokerUnavailable)
+    assert "exited 5 times in a row before it started (last exit code 2)" in str(error)
+    assert pauses == [0.01, 0.02, 0.04, 0.08]  # doubling between the tries
+
+
+def test_no_receiver_is_started_again_once_intake_is_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> int:
+        amqp = remote.RemoteAmqp("amqp://x/", [], "dlx", 1, lambda q, m: None, lambda c: None)
+        attempts = 0
+
+        async def dies_during_the_drain() -> tuple[None, int]:
+            nonlocal attempts
+            attempts += 1
+            await amqp.cancel()  # the drain began; then the receiver died
+            return None, -9
+
+        monkeypatch.setattr(amqp, "_run_receiver", dies_during_the_drain)
+        amqp.start()
+        assert amqp._task is not None
+        await asyncio.wait_for(amqp._task, 5)
+        return attempts
+
+    assert asyncio.run(main()) == 1
+
+
+def test_an_event_that_cannot_be_pickled_is_dropped_alone(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> list[tuple[Any, ...]]:
+        reader, writer, reader_side = await _pair()
+        out = FrameWriter(writer)
+        out.send(("ack", 1, 7, False))
+        out.send(("msg", lambda: None))  # a function does not pickle
+        out.send(("ack", 1, 8, False))
+        await out.drain()
+        events = await read_frame(reader)
+        writer.close()
+        reader_side.close()
+        return events
+
+    assert asyncio.run(main()) == [("ack", 1, 7, False), ("ack", 1, 8, False)]
+    assert "event 'msg' dropped" in caplog.text
+
+
+def test_a_channel_the_receiver_reports_closed_settles_nothing_more() -> None:
+    out = _Recorder()
+    link = _Link(out)  # type: ignore[arg-type]
+    on_closed, on_other = _delivery(link, key=3), _delivery(link, key=4)
+    link.close_channel(3)
+    with pytest.raises(BrokerUnavailable):
+        asyncio.run(on_closed.ack())
+    asyncio.run(on_other.ack())
+    assert out.sent == [("ack", 4, 9, False)]
+    assert link.channel(3) is not on_closed.channel  # a new channel under that key
