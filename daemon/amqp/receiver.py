@@ -8,9 +8,9 @@ and their recovery), forwards each delivery to the daemon as a compact event, an
 acks, nacks and publishes (with confirms) on the daemon's behalf. The daemon side
 is :class:`daemon.amqp.remote.RemoteAmqp`; the frames are :mod:`daemon.amqp.wire`.
 
-Started by the daemon with one end of a socket pair (see
+Started by the daemon with one end of a socket pair and its own pid (see
 :func:`daemon.amqp.remote.receiver_command`; by hand: ``python -m
-daemon.amqp.receiver FD``). Events it sends (each a tuple, first item its name):
+daemon.amqp.receiver FD PARENT_PID``). Events it sends (each a tuple, first item its name):
 
 * ``("msg", queue, channel_key, tag, redelivered, body, message_id, reply_to,
   correlation_id, headers, content_type)``: a delivery; ``channel_key`` names the
@@ -82,13 +82,18 @@ class Receiver:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> int:
+        """Serve the daemon until it closes us or is gone; the exit code (1: a bug)."""
         reader, writer = await asyncio.open_connection(sock=self._sock)
         self._out = FrameWriter(writer)
-        try:
-            first = await read_frame(reader)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return 0  # the daemon went away before it said anything
-        (_, settings), commands = first[0], first[1:]
+        loop = asyncio.get_running_loop()
+        gone = loop.create_task(self._parent_gone())
+        first = loop.create_task(read_frame(reader))
+        await asyncio.wait((first, gone), return_when=asyncio.FIRST_COMPLETED)
+        if gone.done() or first.exception() is not None:  # gone before it said anything
+            first.cancel()
+            gone.cancel()
+            return 0
+        (_, settings), commands = first.result()[0], first.result()[1:]
         setup_logging(settings["log_format"], settings["log_level"])
         bindings = [QueueBinding(*b) for b in settings["bindings"]]
         consumer = self._consumer = AmqpConsumer(
@@ -101,22 +106,33 @@ class Receiver:
         )
         self._send = ChannelSender(lambda: consumer.channel)
         consumer.start()
-        loop = asyncio.get_running_loop()
         serve = loop.create_task(self._serve(reader, commands))
         watch = loop.create_task(self._watch())
+        code = 0
         try:
-            # _watch returns only when the daemon is no longer our parent
-            await asyncio.wait((serve, watch), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((serve, watch, gone), return_when=asyncio.FIRST_COMPLETED)
+            if gone.done() and not serve.done():
+                # settles the daemon sent before it died may still be in the socket
+                await asyncio.wait((serve,), timeout=1.0)
+            for task in (serve, watch):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    logger.error("amqp receiver failed", exc_info=task.exception())
+                    code = 1
         finally:
-            serve.cancel()
-            watch.cancel()
-            try:
-                await asyncio.wait_for(consumer.close(), CLOSE_TIMEOUT)
-            except (asyncio.TimeoutError, Exception) as exc:
-                logger.warning("closing the AMQP connection failed: %r", exc)
+            for task in (serve, watch, gone):
+                task.cancel()
+            await _bounded(consumer.close(), CLOSE_TIMEOUT, "closing the AMQP connection")
             self._out.flush()
             writer.close()
-        return 0
+            await _bounded(writer.wait_closed(), 1.0, "closing the daemon's socket")
+        return code
+
+    async def _parent_gone(self) -> None:
+        """Return once the daemon is no longer our parent (it died; a process forked
+        from it may still hold the socket open, so no end of stream comes)."""
+        while os.getppid() == self._parent:
+            await asyncio.sleep(STATE_POLL)  # nothing signals a parent's death here
+        logger.warning("daemon (pid %d) gone; closing the AMQP connection", self._parent)
 
     async def _serve(self, reader: asyncio.StreamReader, first: list[tuple[Any, ...]]) -> None:
         """Run the daemon's commands, in order, until it closes us or goes away."""
@@ -151,7 +167,8 @@ class Receiver:
             self._done(command[1], None)
         elif name == "close":
             assert self._consumer is not None and self._out is not None
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._tasks:  # publishes waiting for confirms; a blocked broker may hold them
+                await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT)
             await self._consumer.close()
             self._done(command[1], None)
             await self._out.drain()
@@ -223,10 +240,7 @@ class Receiver:
         known = self._keys.get(id(channel))
         if known is not None and known[0] is channel:
             return known[1]
-        for old_id, (old, old_key) in list(self._keys.items()):
-            if old.is_closed:  # its tags are dead; a new channel may reuse its id()
-                del self._keys[old_id]
-                self._channels.pop(old_key, None)
+        self._report_closed_channels()  # a new channel may reuse a closed one's id()
         key, self._next_key = self._next_key, self._next_key + 1
         self._keys[id(channel)] = (channel, key)
         self._channels[key] = channel
@@ -254,13 +268,13 @@ class Receiver:
                 self._out.send(("closed", key))
 
     async def _watch(self) -> None:
-        """Report consuming changes, a fatal topology error once, and that we are alive;
-        return once the daemon is no longer our parent."""
+        """Report consuming changes, closed channels, a fatal topology error once, and
+        that we are alive (every ALIVE_INTERVAL)."""
         assert self._consumer is not None and self._out is not None
         fatal = self._consumer.fatal
         loop = asyncio.get_running_loop()
         next_alive = loop.time()
-        while os.getppid() == self._parent:
+        while True:
             if fatal is not None and fatal.done():
                 self._out.send(("fatal", str(fatal.result())))
                 fatal = None
@@ -270,7 +284,16 @@ class Receiver:
                 self._out.send(("alive",))
                 next_alive = loop.time() + ALIVE_INTERVAL
             await asyncio.sleep(STATE_POLL)  # polling aio-pika's state, which has no event
-        logger.warning("daemon (pid %d) gone; closing the AMQP connection", self._parent)
+
+
+async def _bounded(work: Any, seconds: float, what: str) -> None:
+    """Await ``work`` for at most ``seconds`` (then leave it); log what went wrong."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait((task,), timeout=seconds)
+    if not done:
+        logger.warning("%s took over %.0f s; exiting without it", what, seconds)
+    elif not task.cancelled() and task.exception() is not None:
+        logger.warning("%s failed: %r", what, task.exception())
 
 
 def _channel_of(message: Delivery) -> Any:
@@ -281,16 +304,21 @@ def _channel_of(message: Delivery) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of the receiver process: ``main([_, FD])``, FD one end of a socket
-    pair whose other end the parent process holds. Exits the process when done."""
+    """Entry point of the receiver process: ``main([_, FD, PARENT_PID])``. FD is one end
+    of a socket pair whose other end the daemon (PARENT_PID) holds. Exits the process."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[1]))
-    return asyncio.run(_run_and_exit(Receiver(sock, os.getppid())))
+    parent = int(argv[2]) if len(argv) > 2 else os.getppid()
+    return asyncio.run(_run_and_exit(Receiver(sock, parent)))
 
 
 async def _run_and_exit(receiver: Receiver) -> int:
-    code = await receiver.run()
+    try:
+        code = await receiver.run()
+    except BaseException:
+        logger.exception("amqp receiver failed")
+        code = 1
     # Not asyncio.run's own ending, which waits for every task: aio-pika may still be
     # retrying a connection in a task that ignores cancellation, and nothing of this
     # process needs finalizing.

@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from daemon.amqp.consumer import OnMessage, QueueBinding
@@ -53,22 +54,28 @@ RESTART_RESET = 30.0
 #: Receivers in a row that exit before saying anything: the installation is broken
 #: (e.g. an import fails), and the daemon exits 1 instead of retrying forever.
 FAILED_STARTS_FATAL = 5
-#: Seconds ``cancel`` and ``close`` wait for the receiver to answer.
+#: Seconds ``cancel`` and ``close`` wait for the receiver to answer, per bound queue
+#: and once more (the receiver cancels each queue's consumer with a 5 s timeout).
 REQUEST_TIMEOUT = 5.0
-#: Seconds without any event (it sends one every second) after which a receiver
-#: counts as wedged and is killed, then replaced.
-SILENCE_LIMIT = 10.0
-#: Environment variables carrying the daemon's import path and pid to the receiver.
+#: Ticks of a second without any event (it sends one every second) after which a
+#: receiver counts as wedged and is killed, then replaced.
+SILENCE_LIMIT = 10
+#: Environment variable carrying the import path to the receiver.
 _PATH_VARIABLE = "ROUTILUX_RECEIVER_SYS_PATH"
+#: The folder holding the ``daemon`` package.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 #: The receiver's first lines: signals ignored before the slow imports (a group's
-#: SIGTERM can come at any time), then the daemon's own import path, so the receiver
-#: imports exactly what the daemon did.
+#: SIGTERM can come at any time), the working directory off the path before any
+#: import (a project's ``logging.py`` must not shadow the standard one), then
+#: :func:`receiver_path`.
 _BOOT = f"""\
+import sys
+del sys.path[0]
 import signal
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 signal.signal(signal.SIGINT, signal.SIG_IGN)
-import json, os, sys
+import json, os
 sys.path[:] = json.loads(os.environ.pop({_PATH_VARIABLE!r}))
 try:
     from daemon.amqp.receiver import main
@@ -80,8 +87,16 @@ sys.exit(main(sys.argv))
 
 
 def receiver_command(fd: int) -> list[str]:
-    """The command line of a receiver process talking over socket ``fd``."""
-    return [sys.executable, "-c", _BOOT, str(fd)]
+    """The command line of a receiver process talking over socket ``fd`` to this one."""
+    return [sys.executable, "-c", _BOOT, str(fd), str(os.getpid())]
+
+
+def receiver_path() -> list[str]:
+    """The receiver's import path: this ``daemon`` package first, then this process's
+    path without the working directory (where flow modules live, which the receiver
+    does not import and which could shadow what it does)."""
+    here = {"", os.getcwd(), _PACKAGE_ROOT}
+    return [_PACKAGE_ROOT, *(p for p in sys.path if isinstance(p, str) and p not in here)]
 
 
 class RemoteChannel:
@@ -160,8 +175,7 @@ class _Link:
     def __init__(self, out: FrameWriter) -> None:
         self.out = out
         self.alive = True
-        self.heard = False  # any event received yet
-        self.last_heard = 0.0  # loop time of the last frame
+        self.frames = 0  # received so far
         self._channels: dict[int, RemoteChannel] = {}
         self._requests: dict[int, asyncio.Future[str | None]] = {}
         self._ids = itertools.count(1)
@@ -248,6 +262,8 @@ class RemoteAmqp:
         self._cancelled = False
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()  # set by cancel() and close()
+        self._request_timeout = REQUEST_TIMEOUT * (len(bindings) + 1)
         self._process: asyncio.subprocess.Process | None = None
         self.fatal: asyncio.Future[BaseException] | None = None
 
@@ -282,16 +298,18 @@ class RemoteAmqp:
     async def cancel(self) -> None:
         """Stop receiving new deliveries; unacked ones stay with us to ack or nack."""
         self._cancelled = True
+        self._stopping.set()
         await self._ask("cancel")
 
     async def close(self) -> None:
         """Close the connection (unacked deliveries go back to the broker) and stop
         the receiver."""
         self._closing = self._cancelled = True
+        self._stopping.set()
         await self._ask("close")
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), REQUEST_TIMEOUT)
+                await asyncio.wait_for(asyncio.shield(self._task), self._request_timeout)
             except asyncio.TimeoutError:
                 logger.warning("amqp receiver did not exit; killing it")
                 self._kill()
@@ -304,10 +322,10 @@ class RemoteAmqp:
             return
         request = link.request(name)
         try:
-            error = await asyncio.wait_for(asyncio.shield(request), REQUEST_TIMEOUT)
+            error = await asyncio.wait_for(asyncio.shield(request), self._request_timeout)
         except asyncio.TimeoutError:
             link.forget(request)
-            error = f"no answer in {REQUEST_TIMEOUT:.0f} s"
+            error = f"no answer in {self._request_timeout:.0f} s"
         if error is not None:
             logger.warning("amqp receiver: %s failed: %s", name, error)
 
@@ -330,7 +348,7 @@ class RemoteAmqp:
                 code = None
             if self._closing or self._cancelled:
                 return
-            failed_starts = 0 if link is not None and link.heard else failed_starts + 1
+            failed_starts = 0 if link is not None and link.frames else failed_starts + 1
             if failed_starts >= FAILED_STARTS_FATAL:
                 self._set_fatal(
                     f"the AMQP receiver process exited {failed_starts} times in a row before"
@@ -342,15 +360,20 @@ class RemoteAmqp:
             logger.warning(
                 "amqp receiver exited (code %s); starting another in %.0f s", code, delay
             )
-            await asyncio.sleep(delay)  # back-off before the restart
+            await self._pause(delay)
             delay = min(delay * 2, RESTART_DELAY_MAX)
+
+    async def _pause(self, seconds: float) -> None:
+        """The back-off before a restart; cut short by cancel() and close()."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _run_receiver(self) -> tuple[_Link | None, int | None]:
         """Start one receiver and serve its events until it goes away: its link (None if
         it never started) and exit code."""
         ours, theirs = socket.socketpair()
         try:
-            env = dict(os.environ, **{_PATH_VARIABLE: json.dumps(sys.path)})
+            env = dict(os.environ, **{_PATH_VARIABLE: json.dumps(receiver_path())})
             self._process = process = await asyncio.create_subprocess_exec(
                 *receiver_command(theirs.fileno()),
                 pass_fds=(theirs.fileno(),),
@@ -368,18 +391,18 @@ class RemoteAmqp:
         link.out.flush()  # alone in its frame
         self._link = link
         loop = asyncio.get_running_loop()
-        link.last_heard = loop.time()
         watchdog = loop.create_task(self._watch_silence(link, process))
         try:
             while True:
                 events = await read_frame(reader)
-                link.heard, link.last_heard = True, loop.time()
+                link.frames += 1
                 for event in events:
                     self._on_event(link, event)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
-            if isinstance(exc, ValueError):
-                logger.error("amqp receiver sent a broken frame (%s); stopping it", exc)
-                _kill(process)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the receiver exited
+        except Exception:  # a broken frame, or a bug here: start over with a new one
+            logger.exception("reading from the amqp receiver failed; stopping it")
+            _kill(process)
         finally:
             watchdog.cancel()
             link.die()
@@ -389,12 +412,18 @@ class RemoteAmqp:
         return link, await process.wait()
 
     async def _watch_silence(self, link: _Link, process: asyncio.subprocess.Process) -> None:
-        """Kill a receiver that stopped talking (it sends an event every second)."""
-        loop = asyncio.get_running_loop()
+        """Kill a receiver that stopped talking (it sends an event every second).
+
+        Counts its own ticks without a frame, not seconds: after the whole group was
+        paused (Ctrl-Z, a frozen container) or this loop stalled, a late tick is one.
+        """
+        silent_ticks, frames_seen = 0, link.frames
         while link.alive:
             await asyncio.sleep(1.0)  # a timer over the receiver's heartbeat
-            if loop.time() - link.last_heard > SILENCE_LIMIT:
-                logger.error("amqp receiver silent for %.0f s; killing it", SILENCE_LIMIT)
+            silent_ticks = silent_ticks + 1 if link.frames == frames_seen else 0
+            frames_seen = link.frames
+            if silent_ticks >= SILENCE_LIMIT:
+                logger.error("amqp receiver silent for %d s; killing it", silent_ticks)
                 _kill(process)
                 return
 

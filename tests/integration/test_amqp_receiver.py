@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from daemon.amqp.remote import SILENCE_LIMIT, receiver_command
+from daemon.amqp.remote import SILENCE_LIMIT, receiver_command, receiver_path
 
 from .daemon_harness import Broker, Daemon, wait_for
 
@@ -101,7 +101,7 @@ def test_a_wedged_receiver_is_killed_and_replaced(
 def _start_receiver() -> tuple[subprocess.Popen[bytes], socket.socket]:
     """A receiver process as the daemon starts one; returns it and our socket end."""
     ours, theirs = socket.socketpair()
-    env = dict(os.environ, ROUTILUX_RECEIVER_SYS_PATH=json.dumps(sys.path))
+    env = dict(os.environ, ROUTILUX_RECEIVER_SYS_PATH=json.dumps(receiver_path()))
     process = subprocess.Popen(
         receiver_command(theirs.fileno()), pass_fds=(theirs.fileno(),), env=env
     )
@@ -149,11 +149,15 @@ def test_commands_sent_with_the_settings_run_and_the_end_of_the_socket_ends_the_
     # in the AMQP handshake when we go away, and must exit all the same
     with socket.create_server(("127.0.0.1", 0)) as silent:
         process, ours = _start_receiver()
-        init = {**INIT, "url": f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}/"}
-        ours.sendall(_frame(("init", init), ("cancel", 1)))
-        _wait_for_event(ours, ("done", 1, None), 5)
-        ours.close()
-        assert process.wait(15) == 0
+        try:
+            init = {**INIT, "url": f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}/"}
+            ours.sendall(_frame(("init", init), ("cancel", 1)))
+            _wait_for_event(ours, ("done", 1, None), 15)
+            ours.close()
+            assert process.wait(15) == 0
+        finally:
+            process.kill()  # it ignores SIGTERM; a no-op once it exited
+            process.wait(5)
 
 
 def test_the_receiver_exits_when_the_daemon_is_gone_though_a_fork_holds_its_socket(

@@ -126,11 +126,9 @@ def test_a_receiver_that_never_starts_is_fatal_after_a_few_tries_with_growing_pa
 ) -> None:
     monkeypatch.setattr(remote, "RESTART_DELAY", 0.01)
     pauses: list[float] = []
-    real_sleep = asyncio.sleep
 
-    async def recording_sleep(delay: float) -> None:
+    async def recording_pause(delay: float) -> None:
         pauses.append(delay)
-        await real_sleep(0)
 
     async def main() -> BaseException:
         amqp = remote.RemoteAmqp("amqp://x/", [], "dlx", 1, lambda q, m: None, lambda c: None)
@@ -142,7 +140,7 @@ def test_a_receiver_that_never_starts_is_fatal_after_a_few_tries_with_growing_pa
             return None, 2  # exited before its first frame (e.g. an import failed)
 
         monkeypatch.setattr(amqp, "_run_receiver", never_starts)
-        monkeypatch.setattr(remote.asyncio, "sleep", recording_sleep)
+        monkeypatch.setattr(amqp, "_pause", recording_pause)
         amqp.start()
         assert amqp.fatal is not None
         error = await asyncio.wait_for(amqp.fatal, 5)
@@ -204,3 +202,17 @@ def test_a_channel_the_receiver_reports_closed_settles_nothing_more() -> None:
     asyncio.run(on_other.ack())
     assert out.sent == [("ack", 4, 9, False)]
     assert link.channel(3) is not on_closed.channel  # a new channel under that key
+
+
+def test_close_cuts_a_restart_pause_short() -> None:
+    async def main() -> float:
+        amqp = remote.RemoteAmqp("amqp://x/", [], "dlx", 1, lambda q, m: None, lambda c: None)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        pause = loop.create_task(amqp._pause(30.0))
+        await asyncio.sleep(0)
+        await amqp.close()  # no receiver runs: nothing to ask, only the pause to end
+        await asyncio.wait_for(pause, 5)
+        return loop.time() - began
+
+    assert asyncio.run(main()) < 5
