@@ -101,7 +101,7 @@ class DaemonImpl:
 
     name = "routilux-daemon"
 
-    def __init__(self, url: str, tmp: Path, queue: str) -> None:
+    def __init__(self, url: str, tmp: Path, queue: str, prefetch: int = 200) -> None:
         self.url, self.tmp, self.queue = url, tmp, queue
         self.store = tmp / "store.db"
         with socket.socket() as sock:
@@ -117,7 +117,7 @@ path = "{self.store}"
 synchronous = "normal"
 [amqp]
 url = "{url}"
-prefetch = 200
+prefetch = {prefetch}
 dead_letter_exchange = "{queue}.dlx"
 [metrics]
 port = {self.port}

@@ -77,11 +77,13 @@ def _cpu_seconds(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(root: Path, messages: int, url: str = DEFAULT_URL) -> dict[str, float]:
+def measure(
+    root: Path, messages: int, url: str = DEFAULT_URL, prefetch: int = 200
+) -> dict[str, float]:
     """One run of the daemon from checkout ``root``: CPU us per message and msgs/s."""
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
         queue = f"bench.cpu.{uuid.uuid4().hex[:8]}"
-        daemon = DaemonImpl(url, Path(tmp), queue)
+        daemon = DaemonImpl(url, Path(tmp), queue, prefetch)
         daemon.prepare()
         asyncio.run(publish_messages(url, queue, messages, None))
         env = dict(os.environ, PYTHONPATH=f"{root / 'bench'}{os.pathsep}{root}")
@@ -128,12 +130,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=15_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--against", type=Path, help="another checkout to pair with")
+    parser.add_argument("--prefetch", type=int, default=200, help="[amqp] prefetch")
     args = parser.parse_args()
     roots = [REPO] if args.against is None else [args.against.resolve(), REPO]
     results: dict[Path, list[dict[str, float]]] = {root: [] for root in roots}
     for run in range(1, args.runs + 1):
         for root in roots:
-            figures = measure(root, args.messages)
+            figures = measure(root, args.messages, prefetch=args.prefetch)
             results[root].append(figures)
             print(
                 f"run {run} {root}: {figures['cpu_us_per_msg']:.0f} us/msg"

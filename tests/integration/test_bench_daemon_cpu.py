@@ -13,7 +13,7 @@ import daemon_cpu  # noqa: E402
 
 
 def test_cpu_per_message_and_rate_of_one_run(amqp_url: str) -> None:
-    figures = daemon_cpu.measure(daemon_cpu.REPO, 3000, amqp_url)
+    figures = daemon_cpu.measure(daemon_cpu.REPO, 3000, amqp_url, prefetch=50)
     assert 0 < figures["cpu_us_per_msg"] < 100_000
     assert 0 < figures["loop_us_per_msg"] < figures["cpu_us_per_msg"]
     # the AMQP receiver process did the frame reading, counted in the total
@@ -23,5 +23,6 @@ def test_cpu_per_message_and_rate_of_one_run(amqp_url: str) -> None:
     # one GIL: the daemon keeps at most about one core busy (plus what SQLite and
     # the kernel do outside it); os.cpu_count() bounds every process
     assert 0 < figures["daemon_cores"] <= (os.cpu_count() or 1) + 0.1
-    if daemon_cpu.broker_pid() is not None:  # a local RabbitMQ did some of the work
-        assert 0 < figures["broker_cores"] <= (os.cpu_count() or 1) + 0.1
+    if daemon_cpu.broker_pid() is not None:  # a local RabbitMQ: measured (clock ticks
+        # of 10 ms can round a short run's share down to 0)
+        assert 0 <= figures["broker_cores"] <= (os.cpu_count() or 1) + 0.1
