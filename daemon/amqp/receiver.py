@@ -92,7 +92,11 @@ class Receiver:
         if gone.done() or first.exception() is not None:  # gone before it said anything
             first.cancel()
             gone.cancel()
-            return 0
+            error = None if gone.done() else first.exception()
+            if error is None or isinstance(error, (asyncio.IncompleteReadError, ConnectionError)):
+                return 0
+            logger.error("the daemon's first frame is unreadable: %r", error)
+            return 1
         (_, settings), commands = first.result()[0], first.result()[1:]
         setup_logging(settings["log_format"], settings["log_level"])
         bindings = [QueueBinding(*b) for b in settings["bindings"]]

@@ -192,3 +192,14 @@ os._exit(0)  # the daemon dies; the fork keeps the socket open
         wait_for(lambda: not _alive(receiver), 10)
     finally:
         subprocess.run(["pkill", "-f", str(script)], check=False)  # the fork
+
+
+def test_a_first_frame_that_is_not_ours_makes_the_receiver_exit_1() -> None:
+    process, ours = _start_receiver()
+    try:
+        ours.sendall(struct.pack(">I", 5) + b"hello")  # not a pickle
+        assert process.wait(15) == 1
+    finally:
+        ours.close()
+        process.kill()  # a no-op once it exited
+        process.wait(5)
