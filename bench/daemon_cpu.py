@@ -49,27 +49,26 @@ def loop_cpu_seconds(pid: int) -> float:
     return _cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
-def children_of(pid: int) -> list[int]:
-    """Pids of the running children of ``pid`` (the daemon's AMQP receiver)."""
+def _processes() -> list[tuple[int, str, int]]:
+    """(pid, command name, parent pid) of every process now running (Linux ``/proc``)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
+            head, tail = stat.read_text().rsplit(")", 1)
+            found.append((int(stat.parent.name), head.split(" (", 1)[1], int(tail.split()[1])))
         except (OSError, IndexError, ValueError):
             continue
     return found
 
 
+def children_of(pid: int) -> list[int]:
+    """Pids of the running children of ``pid`` (the daemon's AMQP receiver)."""
+    return [child for child, _, parent in _processes() if parent == pid]
+
+
 def broker_pid() -> int | None:
     """The pid of a RabbitMQ server on this machine (its ``beam.smp``), if any."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if stat.read_text().split(" (", 1)[1].startswith("beam.smp)"):
-                return int(stat.parent.name)
-        except (OSError, IndexError):
-            continue
-    return None
+    return next((pid for pid, name, _ in _processes() if name == "beam.smp"), None)
 
 
 def _cpu_seconds(stat: Path) -> float:

@@ -80,6 +80,7 @@ class Receiver:
         self._state: tuple[bool, bool] = (False, False)
         self._connected = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._close_request: int | None = None  # the daemon's "close", answered at the end
 
     async def run(self) -> int:
         """Serve the daemon until it closes us or is gone; the exit code (1: a bug)."""
@@ -126,6 +127,8 @@ class Receiver:
             for task in (serve, watch, gone):
                 task.cancel()
             await _bounded(consumer.close(), CLOSE_TIMEOUT, "closing the AMQP connection")
+            if self._close_request is not None:
+                self._done(self._close_request, None)
             self._out.flush()
             writer.close()
             await _bounded(writer.wait_closed(), 1.0, "closing the daemon's socket")
@@ -169,13 +172,10 @@ class Receiver:
             assert self._consumer is not None
             await self._consumer.cancel()
             self._done(command[1], None)
-        elif name == "close":
-            assert self._consumer is not None and self._out is not None
+        elif name == "close":  # run() closes the connection, then answers
             if self._tasks:  # publishes waiting for confirms; a blocked broker may hold them
                 await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT)
-            await self._consumer.close()
-            self._done(command[1], None)
-            await self._out.drain()
+            self._close_request = command[1]
             return True
         else:
             logger.error("unknown command from the daemon: %r", name)

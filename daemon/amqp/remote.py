@@ -194,9 +194,8 @@ class _Link:
 
     def close_channels(self) -> None:
         """The receiver's connection dropped: every channel it had is gone."""
-        for channel in self._channels.values():
-            channel.is_closed = True
-        self._channels.clear()
+        for key in list(self._channels):
+            self.close_channel(key)
 
     def request(self, *command: Any) -> asyncio.Future[str | None]:
         """Send ``(name, id, *args)``; the future gets the receiver's error text or None."""
